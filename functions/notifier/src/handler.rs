@@ -1,0 +1,361 @@
+//! Stream batch → transitions → ledger-guarded sends.
+
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use chrono::{DateTime, Utc};
+use parcelwatch::config::NotifierConfig;
+use parcelwatch::domain::templates::render;
+use parcelwatch::domain::{fmt_time, Shipment, Status, Transition};
+use parcelwatch::notify::{PublishError, Publisher};
+use parcelwatch::store::{note_sk, Claim, Ledger, ShipmentRecord, StoreError};
+use serde::Serialize;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// A claim older than this that never completed belongs to a sender that died: claim it again.
+const STALE_CLAIM: Duration = Duration::from_secs(300);
+
+pub struct Notifier<L, P> {
+    pub ledger: L,
+    pub publisher: P,
+    pub cfg: NotifierConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("stream image does not decode: {0}")]
+    BadImage(String),
+    #[error("ledger: {0}")]
+    Ledger(#[from] StoreError),
+    #[error("{channel} send failed after {attempts} attempts: {source}")]
+    Publish {
+        channel: &'static str,
+        attempts: u32,
+        source: PublishError,
+    },
+    #[error("{0} is being sent by another invocation")]
+    InFlight(String),
+}
+
+/// The merchant-topic document for one transition.
+#[derive(Debug, Serialize)]
+struct MerchantEvent<'a> {
+    event: &'static str,
+    carrier: &'a str,
+    number: &'a str,
+    from: Status,
+    to: Status,
+    sub_status: Option<String>,
+    order_ref: Option<&'a str>,
+    at: String,
+    last_event: Option<&'a str>,
+    version: u64,
+}
+
+pub async fn handle_batch<L: Ledger, P: Publisher>(n: &Notifier<L, P>, event: Event, now: DateTime<Utc>) -> DynamoDbEventResponse {
+    let mut response = DynamoDbEventResponse::default();
+    for record in &event.records {
+        let seq = record.change.sequence_number.clone().unwrap_or_default();
+        let span = tracing::info_span!("record", event_id = %record.event_id, sequence = %seq);
+        if let Err(e) = handle_record(n, record, now).instrument(span).await {
+            tracing::error!(error = %e, sequence = %seq, "record failed; the stream retries from here");
+            // Records of a shard are retried from the first failure on, in order: stop here. The
+            // ledger makes the redelivery of anything after it harmless.
+            let mut f = DynamoDbBatchItemFailure::default();
+            f.item_identifier = Some(seq);
+            response.batch_item_failures.push(f);
+            break;
+        }
+    }
+    response
+}
+
+fn decode(image: &serde_dynamo::Item) -> Result<Option<Shipment>, RecordError> {
+    if image.is_empty() {
+        return Ok(None);
+    }
+    let rec: ShipmentRecord = serde_dynamo::from_item(image.clone()).map_err(|e| RecordError::BadImage(e.to_string()))?;
+    rec.into_shipment().map(Some).map_err(|e| RecordError::BadImage(e.to_string()))
+}
+
+fn is_meta(record: &EventRecord) -> bool {
+    matches!(
+        record.change.keys.get("sk"),
+        Some(serde_dynamo::AttributeValue::S(sk)) if sk == parcelwatch::store::record::META
+    )
+}
+
+async fn handle_record<L: Ledger, P: Publisher>(n: &Notifier<L, P>, record: &EventRecord, now: DateTime<Utc>) -> Result<(), RecordError> {
+    if record.event_name == "REMOVE" || !is_meta(record) {
+        return Ok(());
+    }
+    let Some(new) = decode(&record.change.new_image)? else {
+        return Ok(());
+    };
+    let old = decode(&record.change.old_image)?;
+    let (old_status, old_sub) = match &old {
+        Some(o) => (o.status, o.sub_status.as_ref()),
+        None => (Status::Pending, None),
+    };
+    let Some(transition) = Transition::between((old_status, old_sub), (new.status, new.sub_status.as_ref())) else {
+        return Ok(());
+    };
+    tracing::info!(shipment = %new.id, transition = %transition.key(), "transition");
+
+    if let Some(phone) = &new.recipient.phone {
+        if let Some(msg) = render(&new, &transition, new.recipient.locale) {
+            let note = note_sk(&transition.key(), new.version, "sms");
+            send_once(n, &new, &note, "sms", now, || n.publisher.sms(phone, &msg.body)).await?;
+        }
+    }
+    if let Some(topic) = &n.cfg.merchant_topic_arn {
+        let doc = MerchantEvent {
+            event: "shipment.status_changed",
+            carrier: new.id.carrier.as_str(),
+            number: new.id.number.as_str(),
+            from: transition.from,
+            to: transition.to,
+            sub_status: transition.to_sub.as_ref().map(|s| s.to_string()),
+            order_ref: new.order_ref.as_deref(),
+            at: fmt_time(new.status_changed_at),
+            last_event: new.last_event.as_ref().map(|(_, e)| e.description.as_str()),
+            version: new.version,
+        };
+        let json = serde_json::to_string(&doc).map_err(|e| RecordError::BadImage(e.to_string()))?;
+        let subject = format!("{} {}", new.id, transition.to);
+        let note = note_sk(&transition.key(), new.version, "merchant");
+        send_once(n, &new, &note, "merchant", now, || n.publisher.topic(topic, &subject, &json)).await?;
+    }
+    Ok(())
+}
+
+/// Claim the ledger entry, send with retries, then record the outcome.
+async fn send_once<L, P, F, Fut>(
+    n: &Notifier<L, P>,
+    shipment: &Shipment,
+    note: &str,
+    channel: &'static str,
+    now: DateTime<Utc>,
+    send: F,
+) -> Result<(), RecordError>
+where
+    L: Ledger,
+    P: Publisher,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<String, PublishError>>,
+{
+    match n.ledger.claim(&shipment.id, note, now, STALE_CLAIM).await? {
+        Claim::AlreadySent => {
+            tracing::info!(channel, note, "already sent; skipped");
+            return Ok(());
+        }
+        Claim::InFlight => return Err(RecordError::InFlight(note.to_string())),
+        Claim::Claimed => {}
+    }
+    let attempts = n.cfg.max_attempts.max(1);
+    let mut last_err = None;
+    for attempt in 0..attempts {
+        match send().await {
+            Ok(message_id) => {
+                n.ledger.complete(&shipment.id, note, &message_id, now).await?;
+                tracing::info!(channel, note, %message_id, attempt, to = ?shipment.recipient.phone, "notification sent");
+                return Ok(());
+            }
+            Err(e) if e.is_retryable() && attempt + 1 < attempts => {
+                let wait = backoff(n.cfg.base_backoff, attempt, note);
+                tracing::warn!(channel, error = %e, attempt, wait_ms = wait.as_millis() as u64, "send failed; retrying");
+                tokio::time::sleep(wait).await;
+                last_err = Some(e);
+            }
+            Err(e) => {
+                last_err = Some(e);
+                break;
+            }
+        }
+    }
+    let source = last_err.unwrap_or_else(|| PublishError::Retryable("no attempt made".into()));
+    // Free the claim so a redelivery may send it; if this write fails the claim goes stale and is
+    // re-claimable after STALE_CLAIM anyway.
+    if let Err(e) = n.ledger.release(&shipment.id, note, &source.to_string()).await {
+        tracing::warn!(error = %e, note, "could not release the claim");
+    }
+    Err(RecordError::Publish {
+        channel,
+        attempts,
+        source,
+    })
+}
+
+/// Exponential back-off with "full jitter" drawn from a hash of the note and the clock.
+fn backoff(base: Duration, attempt: u32, note: &str) -> Duration {
+    let cap = base.saturating_mul(1 << attempt.min(6));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in note.bytes().chain(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+            .to_le_bytes(),
+    ) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let ms = cap.as_millis().max(1) as u64;
+    Duration::from_millis(ms / 2 + h % (ms / 2 + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use parcelwatch::domain::PhoneNumber;
+    use parcelwatch::store::MemoryStore;
+    use std::sync::Mutex;
+
+    /// Records sends; fails the first `fail_first` calls with the given error kind.
+    #[derive(Default)]
+    struct FakeSns {
+        sms: Mutex<Vec<(String, String)>>,
+        topic: Mutex<Vec<String>>,
+        fail_first: Mutex<u32>,
+        permanent: bool,
+    }
+    impl Publisher for FakeSns {
+        async fn sms(&self, to: &PhoneNumber, text: &str) -> Result<String, PublishError> {
+            {
+                let mut f = self.fail_first.lock().unwrap();
+                if *f > 0 {
+                    *f -= 1;
+                    return Err(if self.permanent {
+                        PublishError::Permanent("InvalidParameter".into())
+                    } else {
+                        PublishError::Retryable("Throttling".into())
+                    });
+                }
+            }
+            let mut s = self.sms.lock().unwrap();
+            s.push((to.expose().to_string(), text.to_string()));
+            Ok(format!("sms-{}", s.len()))
+        }
+        async fn topic(&self, _arn: &str, _subject: &str, json: &str) -> Result<String, PublishError> {
+            let mut t = self.topic.lock().unwrap();
+            t.push(json.to_string());
+            Ok(format!("topic-{}", t.len()))
+        }
+    }
+
+    fn notifier(topic: bool) -> Notifier<MemoryStore, FakeSns> {
+        Notifier {
+            ledger: MemoryStore::new(4),
+            publisher: FakeSns::default(),
+            cfg: NotifierConfig {
+                merchant_topic_arn: topic.then(|| "arn:aws:sns:us-east-1:123456789012:merchant".to_string()),
+                sms_sender_id: None,
+                max_attempts: 3,
+                base_backoff: Duration::from_millis(1),
+            },
+        }
+    }
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 5).unwrap()
+    }
+    fn event(json: &str) -> Event {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_transition_sends_one_sms_and_one_merchant_event() {
+        let n = notifier(true);
+        let resp = handle_batch(&n, event(include_str!("../../../events/notifier/transition.json")), now()).await;
+        assert!(resp.batch_item_failures.is_empty());
+        let sms = n.publisher.sms.lock().unwrap().clone();
+        assert_eq!(sms.len(), 1);
+        assert_eq!(sms[0].0, "+8613812345678");
+        assert!(sms[0].1.contains("派件") || sms[0].1.contains("派送"), "{}", sms[0].1);
+        let topic = n.publisher.topic.lock().unwrap().clone();
+        assert_eq!(topic.len(), 1);
+        let doc: serde_json::Value = serde_json::from_str(&topic[0]).unwrap();
+        assert_eq!(doc["from"], "InTransit");
+        assert_eq!(doc["to"], "OutForDelivery");
+        assert_eq!(doc["sub_status"], "kdniao:202");
+        assert_eq!(doc["order_ref"], "TB-2026112400001");
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_record_is_not_sent_twice() {
+        let n = notifier(true);
+        let ev = include_str!("../../../events/notifier/transition.json");
+        handle_batch(&n, event(ev), now()).await;
+        let resp = handle_batch(&n, event(ev), now()).await;
+        assert!(resp.batch_item_failures.is_empty());
+        assert_eq!(n.publisher.sms.lock().unwrap().len(), 1);
+        assert_eq!(n.publisher.topic.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_change_without_a_transition_sends_nothing() {
+        let n = notifier(true);
+        let resp = handle_batch(&n, event(include_str!("../../../events/notifier/no-transition.json")), now()).await;
+        assert!(resp.batch_item_failures.is_empty());
+        assert!(n.publisher.sms.lock().unwrap().is_empty());
+        assert!(n.publisher.topic.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn in_a_mixed_batch_only_the_meta_transition_is_sent() {
+        let n = notifier(false);
+        let resp = handle_batch(&n, event(include_str!("../../../events/notifier/mixed-batch.json")), now()).await;
+        assert!(resp.batch_item_failures.is_empty());
+        assert_eq!(n.publisher.sms.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn throttling_is_retried_within_the_invocation() {
+        let n = notifier(false);
+        *n.publisher.fail_first.lock().unwrap() = 2;
+        let resp = handle_batch(&n, event(include_str!("../../../events/notifier/transition.json")), now()).await;
+        assert!(resp.batch_item_failures.is_empty());
+        assert_eq!(n.publisher.sms.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn exhausted_retries_report_the_record_and_a_redelivery_sends_it_once() {
+        let n = notifier(false);
+        *n.publisher.fail_first.lock().unwrap() = 3;
+        let ev = include_str!("../../../events/notifier/transition.json");
+        let resp = handle_batch(&n, event(ev), now()).await;
+        let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        assert_eq!(failed, vec![Some("100000000000000000001".to_string())]);
+        assert!(n.publisher.sms.lock().unwrap().is_empty());
+        // The stream retries the record: the released claim is taken again and the SMS goes out once.
+        let resp = handle_batch(&n, event(ev), now()).await;
+        assert!(resp.batch_item_failures.is_empty());
+        assert_eq!(n.publisher.sms.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_rejection_is_not_retried_in_a_loop() {
+        let n = Notifier {
+            publisher: FakeSns {
+                permanent: true,
+                fail_first: Mutex::new(1),
+                ..Default::default()
+            },
+            ..notifier(false)
+        };
+        let resp = handle_batch(&n, event(include_str!("../../../events/notifier/transition.json")), now()).await;
+        assert_eq!(resp.batch_item_failures.len(), 1);
+        assert!(n.publisher.sms.lock().unwrap().is_empty(), "one attempt only");
+        assert_eq!(*n.publisher.fail_first.lock().unwrap(), 0);
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_within_its_cap() {
+        let base = Duration::from_millis(200);
+        for attempt in 0..4 {
+            let cap = 200u64 << attempt;
+            let w = backoff(base, attempt, "NOTE#x").as_millis() as u64;
+            assert!(w >= cap / 2 && w <= cap, "attempt {attempt}: {w} not in [{}, {cap}]", cap / 2);
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! scheduler: on every EventBridge tick, find the shipments whose check is due (sharded, sparse
+//! due index, never a Scan), lease each one so it is not enqueued twice while in flight, and
+//! fan them out to the tracking queue ten per `SendMessageBatch`.
+
+pub mod handler;
+
+pub use handler::{run_schedule, ScheduleReport};
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use lambda_runtime::{Error, LambdaEvent};
+use parcelwatch::config::{Config, ProcessEnv, SchedulerConfig};
+use parcelwatch::queue::SqsQueue;
+use parcelwatch::store::DynamoStore;
+
+/// Clients and settings, built once per cold start.
+pub struct Deps {
+    pub store: DynamoStore,
+    pub queue: SqsQueue,
+    pub cfg: SchedulerConfig,
+}
+
+impl Deps {
+    pub async fn from_env() -> Result<Deps, Error> {
+        let env = ProcessEnv;
+        let base = Config::from_env(&env)?;
+        let cfg = SchedulerConfig::from_env(&env)?;
+        let sdk = aws_config::load_from_env().await;
+        Ok(Deps::new(&sdk, &base, cfg))
+    }
+    pub fn new(sdk: &aws_config::SdkConfig, base: &Config, cfg: SchedulerConfig) -> Deps {
+        Deps {
+            store: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &base.table_name, base.due_shards),
+            queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &cfg.queue_url),
+            cfg,
+        }
+    }
+}
+
+/// The Lambda entry: the scheduled event's `time` is "now" (so a replayed or simulated tick
+/// schedules as of its own time).
+pub async fn lambda(deps: &Deps, event: LambdaEvent<EventBridgeEvent>) -> Result<ScheduleReport, Error> {
+    let now = event.payload.time.unwrap_or_else(chrono::Utc::now);
+    Ok(run_schedule(&deps.store, &deps.queue, &deps.cfg, now).await?)
+}

@@ -1,0 +1,367 @@
+//! One SQS batch: each message parsed and processed on its own, provider calls bounded.
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use chrono::{DateTime, Utc};
+use futures::{stream, StreamExt};
+use parcelwatch::domain::{apply_check, next_check_at, ShipmentId, TraceSnapshot};
+use parcelwatch::providers::{ProviderError, TraceProvider, TraceQuery};
+use parcelwatch::queue::{DeadLetters, TrackMessage};
+use parcelwatch::store::{ShipmentStore, StoreError};
+use tracing::Instrument;
+
+/// Conditional-write races retried before the message is handed back to the queue.
+const CONFLICT_ATTEMPTS: u32 = 3;
+/// After a permanent provider rejection, look again this much later (the merchant may fix the
+/// carrier code) instead of hammering the provider every tick.
+const REJECTED_RECHECK_HOURS: i64 = 6;
+
+pub struct Tracker<S, P, D> {
+    pub store: S,
+    pub provider: P,
+    pub dead_letters: D,
+    pub concurrency: usize,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Processed {
+    Checked { transition: Option<String>, new_events: usize },
+    /// Tracking already stopped (terminal status): nothing to do.
+    AlreadyFinal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Hand the message back to the queue (visibility timeout, then redelivery; DLQ after maxReceiveCount).
+    #[error("retryable: {0}")]
+    Retryable(String),
+    /// Will never succeed: goes to the DLQ now, with this reason.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl From<StoreError> for RecordError {
+    fn from(e: StoreError) -> Self {
+        if e.is_retryable() {
+            RecordError::Retryable(e.to_string())
+        } else {
+            RecordError::Permanent(e.to_string())
+        }
+    }
+}
+
+pub async fn handle_batch<S, P, D>(t: &Tracker<S, P, D>, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse
+where
+    S: ShipmentStore,
+    P: TraceProvider,
+    D: DeadLetters,
+{
+    let results: Vec<Option<String>> = stream::iter(event.records)
+        .map(|msg| {
+            let span = tracing::info_span!("message", message_id = msg.message_id.as_deref().unwrap_or(""));
+            async move { handle_message(t, msg, now).await }.instrument(span)
+        })
+        .buffer_unordered(t.concurrency.max(1))
+        .collect()
+        .await;
+    let mut response = SqsBatchResponse::default();
+    for failed in results.into_iter().flatten() {
+        let mut f = BatchItemFailure::default();
+        f.item_identifier = failed;
+        response.batch_item_failures.push(f);
+    }
+    response
+}
+
+/// Returns the message id when the message must be reported as failed.
+async fn handle_message<S, P, D>(t: &Tracker<S, P, D>, msg: SqsMessage, now: DateTime<Utc>) -> Option<String>
+where
+    S: ShipmentStore,
+    P: TraceProvider,
+    D: DeadLetters,
+{
+    let message_id = msg.message_id.clone().unwrap_or_default();
+    let body = msg.body.as_deref().unwrap_or("");
+    let result = match TrackMessage::parse(body) {
+        Err(reason) => Err(RecordError::Permanent(reason)),
+        Ok((_, id)) => process(t, &id, now).instrument(tracing::info_span!("shipment", shipment = %id)).await,
+    };
+    match result {
+        Ok(p) => {
+            tracing::debug!(outcome = ?p, "message processed");
+            None
+        }
+        Err(RecordError::Retryable(reason)) => {
+            tracing::warn!(%reason, "check failed; message returns to the queue");
+            Some(message_id)
+        }
+        Err(RecordError::Permanent(reason)) => match t.dead_letters.dead_letter(body, &reason).await {
+            Ok(()) => {
+                tracing::error!(%reason, "message sent to the dead-letter queue");
+                None
+            }
+            Err(e) => {
+                // Not lost: reported failed, the queue redelivers and its redrive policy ends it in the DLQ.
+                tracing::error!(%reason, error = %e, "dead-lettering failed; message returns to the queue");
+                Some(message_id)
+            }
+        },
+    }
+}
+
+/// Check one shipment: read, query the provider once, fold, write conditionally (re-reading on a lost race).
+pub async fn process<S, P, D>(t: &Tracker<S, P, D>, id: &ShipmentId, now: DateTime<Utc>) -> Result<Processed, RecordError>
+where
+    S: ShipmentStore,
+    P: TraceProvider,
+    D: DeadLetters,
+{
+    let mut snapshot: Option<TraceSnapshot> = None;
+    for attempt in 0..CONFLICT_ATTEMPTS {
+        let Some(shipment) = t.store.get(id).await? else {
+            return Err(RecordError::Permanent(format!("shipment {id} is not registered")));
+        };
+        if shipment.status.is_terminal() {
+            return Ok(Processed::AlreadyFinal);
+        }
+        let snap = match &snapshot {
+            Some(s) => s.clone(),
+            None => {
+                let q = TraceQuery {
+                    id: id.clone(),
+                    phone: shipment.recipient.phone.clone(),
+                    order_ref: shipment.order_ref.clone(),
+                };
+                match t.provider.query(&q).await {
+                    Ok(s) => {
+                        snapshot = Some(s.clone());
+                        s
+                    }
+                    Err(ProviderError::Retryable { reason, .. }) => return Err(RecordError::Retryable(reason)),
+                    Err(ProviderError::Permanent { reason, provider }) => {
+                        let mut rejected = shipment.clone();
+                        rejected.checked_at = Some(now);
+                        rejected.last_error = Some(format!("{provider}: {reason}"));
+                        rejected.next_check_at = next_check_at(shipment.status, shipment.priority, now)
+                            .map(|t| t.max(now + chrono::Duration::hours(REJECTED_RECHECK_HOURS)));
+                        match t.store.save(&rejected, &[]).await {
+                            Ok(_) | Err(StoreError::Conflict(_)) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                        return Err(RecordError::Permanent(format!("{provider} rejected {id}: {reason}")));
+                    }
+                }
+            }
+        };
+        let outcome = apply_check(&shipment, &snap, now);
+        match t.store.save(&outcome.updated, &outcome.new_events).await {
+            Ok(version) => {
+                let transition = outcome.transition.as_ref().map(|tr| tr.key());
+                if let Some(tr) = &outcome.transition {
+                    tracing::info!(from = %tr.from, to = %tr.to, sub_status = ?tr.to_sub.as_ref().map(|s| s.to_string()),
+                        new_events = outcome.new_events.len(), version, "status transition");
+                }
+                if let Some(ig) = outcome.ignored {
+                    tracing::info!(reason = ?ig, provider_status = %snap.status, "provider answer not applied");
+                }
+                return Ok(Processed::Checked {
+                    transition,
+                    new_events: outcome.new_events.len(),
+                });
+            }
+            Err(StoreError::Conflict(reason)) => {
+                tracing::info!(attempt, %reason, "lost a write race; re-reading");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(RecordError::Retryable(format!("{id}: still contended after {CONFLICT_ATTEMPTS} attempts")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use parcelwatch::domain::{Priority, Recipient, Shipment, Status, SubStatus, TraceEvent};
+    use parcelwatch::queue::QueueError;
+    use parcelwatch::store::MemoryStore;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// Provider answers by waybill number; unknown numbers are a retryable outage.
+    #[derive(Default)]
+    struct ScriptedProvider {
+        answers: Mutex<HashMap<String, Result<TraceSnapshot, (bool, String)>>>,
+        calls: Mutex<usize>,
+    }
+    impl TraceProvider for ScriptedProvider {
+        fn name(&self) -> &'static str {
+            "kdniao"
+        }
+        async fn query(&self, q: &TraceQuery) -> Result<TraceSnapshot, ProviderError> {
+            *self.calls.lock().unwrap() += 1;
+            match self.answers.lock().unwrap().get(q.id.number.as_str()) {
+                Some(Ok(s)) => Ok(s.clone()),
+                Some(Err((true, r))) => Err(ProviderError::Retryable {
+                    provider: "kdniao",
+                    reason: r.clone(),
+                    retry_after: None,
+                }),
+                Some(Err((false, r))) => Err(ProviderError::Permanent {
+                    provider: "kdniao",
+                    reason: r.clone(),
+                }),
+                None => Err(ProviderError::Retryable {
+                    provider: "kdniao",
+                    reason: "timeout".into(),
+                    retry_after: None,
+                }),
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Dlq(Mutex<Vec<(String, String)>>);
+    impl DeadLetters for Dlq {
+        async fn dead_letter(&self, body: &str, reason: &str) -> Result<(), QueueError> {
+            self.0.lock().unwrap().push((body.to_string(), reason.to_string()));
+            Ok(())
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap()
+    }
+
+    fn in_transit(lines: usize) -> TraceSnapshot {
+        let events = (0..lines)
+            .map(|i| TraceEvent {
+                time: now() - chrono::Duration::hours(10 - i as i64),
+                description: format!("快件已到达【转运中心{i}】"),
+                location: Some("杭州市".into()),
+                status: Some(Status::InTransit),
+                raw_code: Some("2".into()),
+            })
+            .collect();
+        TraceSnapshot {
+            status: Status::InTransit,
+            sub_status: Some(SubStatus::new("kdniao", "2")),
+            events,
+        }
+    }
+
+    fn tracker() -> Tracker<MemoryStore, ScriptedProvider, Dlq> {
+        let store = MemoryStore::new(4);
+        for (c, n) in [("YTO", "YT1000000000001"), ("SF", "SF1000000000002"), ("ZTO", "780000000000003")] {
+            let id = ShipmentId::parse(c, n).unwrap();
+            store.insert(Shipment::register(id, Priority::Normal, "kdniao", Recipient::default(), None, now()));
+        }
+        let provider = ScriptedProvider::default();
+        {
+            let mut a = provider.answers.lock().unwrap();
+            a.insert("YT1000000000001".into(), Ok(in_transit(3)));
+            a.insert("SF1000000000002".into(), Ok(in_transit(1)));
+            a.insert("780000000000003".into(), Ok(in_transit(2)));
+        }
+        Tracker {
+            store,
+            provider,
+            dead_letters: Dlq::default(),
+            concurrency: 4,
+        }
+    }
+
+    fn event(json: &str) -> SqsEvent {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_clean_batch_checks_every_shipment_and_reports_no_failure() {
+        let t = tracker();
+        let resp = handle_batch(&t, event(include_str!("../../../events/tracker/batch.json")), now()).await;
+        assert!(resp.batch_item_failures.is_empty());
+        let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
+        let s = t.store.shipment(&id).unwrap();
+        assert_eq!(s.status, Status::InTransit);
+        assert_eq!(s.event_count, 3);
+        assert_eq!(s.version, 1);
+        assert_eq!(t.store.event_count(&id), 3);
+        assert_eq!(s.next_check_at, Some(now() + chrono::Duration::hours(2)));
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_batch_changes_nothing_and_records_no_event_twice() {
+        let t = tracker();
+        let ev = include_str!("../../../events/tracker/batch.json");
+        handle_batch(&t, event(ev), now()).await;
+        let resp = handle_batch(&t, event(ev), now()).await;
+        assert!(resp.batch_item_failures.is_empty());
+        let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
+        let s = t.store.shipment(&id).unwrap();
+        assert_eq!((s.status, s.event_count), (Status::InTransit, 3));
+        assert_eq!(t.store.event_count(&id), 3);
+    }
+
+    #[tokio::test]
+    async fn malformed_messages_go_to_the_dlq_with_a_reason_and_the_rest_succeed() {
+        let t = tracker();
+        let resp = handle_batch(&t, event(include_str!("../../../events/tracker/batch-with-malformed.json")), now()).await;
+        assert!(resp.batch_item_failures.is_empty(), "dead-lettered messages are acknowledged");
+        let dlq = t.dead_letters.0.lock().unwrap().clone();
+        assert_eq!(dlq.len(), 2);
+        assert!(dlq.iter().any(|(b, r)| b.contains("numb") && r.contains("not a track message")));
+        assert!(dlq.iter().any(|(b, r)| b.contains("??") && r.contains("tracking number")));
+        for (c, n) in [("YTO", "YT1000000000001"), ("ZTO", "780000000000003")] {
+            let s = t.store.shipment(&ShipmentId::parse(c, n).unwrap()).unwrap();
+            assert_eq!(s.status, Status::InTransit, "{c} {n} still checked");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_provider_outage_fails_only_that_message() {
+        let t = tracker();
+        t.provider
+            .answers
+            .lock()
+            .unwrap()
+            .insert("SF1000000000002".into(), Err((true, "HTTP 502".into())));
+        let resp = handle_batch(&t, event(include_str!("../../../events/tracker/batch.json")), now()).await;
+        let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        assert_eq!(failed, vec!["0b1b7d6c-5a2e-4c1a-9a0e-000000000002".to_string()]);
+        assert!(t.dead_letters.0.lock().unwrap().is_empty());
+        let sf = t.store.shipment(&ShipmentId::parse("SF", "SF1000000000002").unwrap()).unwrap();
+        assert_eq!(sf.status, Status::Pending);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_rejection_is_recorded_dead_lettered_and_rechecked_later() {
+        let t = tracker();
+        t.provider
+            .answers
+            .lock()
+            .unwrap()
+            .insert("SF1000000000002".into(), Err((false, "运单号不存在".into())));
+        let resp = handle_batch(&t, event(include_str!("../../../events/tracker/batch.json")), now()).await;
+        assert!(resp.batch_item_failures.is_empty());
+        let dlq = t.dead_letters.0.lock().unwrap().clone();
+        assert_eq!(dlq.len(), 1);
+        assert!(dlq[0].1.contains("运单号不存在"));
+        let sf = t.store.shipment(&ShipmentId::parse("SF", "SF1000000000002").unwrap()).unwrap();
+        assert_eq!(sf.last_error.as_deref(), Some("kdniao: 运单号不存在"));
+        assert_eq!(sf.next_check_at, Some(now() + chrono::Duration::hours(6)));
+    }
+
+    #[tokio::test]
+    async fn a_delivered_shipment_is_not_queried_again() {
+        let t = tracker();
+        let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
+        let mut s = t.store.shipment(&id).unwrap();
+        s.status = Status::Delivered;
+        s.next_check_at = None;
+        t.store.insert(s);
+        let before = *t.provider.calls.lock().unwrap();
+        assert_eq!(process(&t, &id, now()).await.unwrap(), Processed::AlreadyFinal);
+        assert_eq!(*t.provider.calls.lock().unwrap(), before);
+    }
+}

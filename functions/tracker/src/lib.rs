@@ -1,0 +1,42 @@
+//! tracker: for each SQS message, ask the provider for the parcel's trace, fold it into the
+//! shipment (pure domain rule), and write it conditionally. Reports only the failed messages.
+
+pub mod handler;
+
+pub use handler::{handle_batch, Tracker};
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{Error, LambdaEvent};
+use parcelwatch::config::{Config, ProcessEnv, TrackerConfig};
+use parcelwatch::providers::kdniao::KdniaoClient;
+use parcelwatch::queue::SqsQueue;
+use parcelwatch::store::DynamoStore;
+
+pub type LiveTracker = Tracker<DynamoStore, KdniaoClient, SqsQueue>;
+
+/// Build the tracker from configuration and an SDK config (clients once per cold start).
+pub fn build(sdk: &aws_config::SdkConfig, base: &Config, cfg: TrackerConfig) -> Result<LiveTracker, Error> {
+    let http = reqwest::Client::builder()
+        .timeout(cfg.kdniao.timeout)
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .pool_idle_timeout(std::time::Duration::from_secs(50))
+        .build()?;
+    Ok(Tracker {
+        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &base.table_name, base.due_shards),
+        provider: KdniaoClient::new(cfg.kdniao.clone(), http),
+        dead_letters: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &cfg.dead_letter_queue_url),
+        concurrency: cfg.concurrency,
+    })
+}
+
+pub async fn from_env() -> Result<LiveTracker, Error> {
+    let env = ProcessEnv;
+    let base = Config::from_env(&env)?;
+    let cfg = TrackerConfig::from_env(&env)?;
+    let sdk = aws_config::load_from_env().await;
+    build(&sdk, &base, cfg)
+}
+
+pub async fn lambda(tracker: &LiveTracker, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+    Ok(handle_batch(tracker, event.payload, chrono::Utc::now()).await)
+}

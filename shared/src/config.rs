@@ -1,0 +1,184 @@
+//! Typed configuration, read once at cold start. Handlers never read the environment.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A secret value (AppKey, Secret). Debug/Display never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Source of settings; the process environment in Lambda, a map in tests.
+pub trait Env {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+impl Env for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+impl Env for std::collections::HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        std::collections::HashMap::get(self, key).cloned()
+    }
+}
+
+fn required(env: &dyn Env, key: &'static str) -> Result<String, ConfigError> {
+    env.get(key).ok_or(ConfigError::Missing(key))
+}
+
+fn parsed<T: std::str::FromStr>(env: &dyn Env, key: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    match env.get(key) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+            name: key,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Kdniao API settings. `KDNIAO_ENDPOINT` points at the real API or at the local sandbox.
+#[derive(Debug, Clone)]
+pub struct KdniaoConfig {
+    pub endpoint: String,
+    pub ebusiness_id: String,
+    pub app_key: Secret,
+    /// `8001` (monitor query, with StateEx) or `1002` (instant query).
+    pub request_type: String,
+    pub timeout: Duration,
+}
+
+impl KdniaoConfig {
+    pub const DEFAULT_ENDPOINT: &'static str = "https://api.kdniao.com/Ebusiness/EbusinessOrderHandle.aspx";
+
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let request_type = env.get("KDNIAO_REQUEST_TYPE").unwrap_or_else(|| "8001".into());
+        if request_type != "8001" && request_type != "1002" {
+            return Err(ConfigError::Invalid {
+                name: "KDNIAO_REQUEST_TYPE",
+                reason: format!("`{request_type}` is neither 8001 nor 1002"),
+            });
+        }
+        Ok(KdniaoConfig {
+            endpoint: env.get("KDNIAO_ENDPOINT").unwrap_or_else(|| Self::DEFAULT_ENDPOINT.into()),
+            ebusiness_id: required(env, "KDNIAO_EBUSINESS_ID")?,
+            app_key: Secret::new(required(env, "KDNIAO_APP_KEY")?),
+            request_type,
+            timeout: Duration::from_millis(parsed(env, "PROVIDER_TIMEOUT_MS", 5000u64)?),
+        })
+    }
+}
+
+/// Settings shared by the functions. Each function reads what it needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub table_name: String,
+    /// Number of due-index shards (`DUE#0..N-1`).
+    pub due_shards: u32,
+}
+
+impl Config {
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let due_shards = parsed(env, "DUE_SHARDS", 16u32)?;
+        if due_shards == 0 || due_shards > 256 {
+            return Err(ConfigError::Invalid {
+                name: "DUE_SHARDS",
+                reason: "must be 1..=256".into(),
+            });
+        }
+        Ok(Config {
+            table_name: required(env, "TABLE_NAME")?,
+            due_shards,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub queue_url: String,
+    /// At most this many shipments enqueued per run (keeps one run inside its timeout and the
+    /// queue as deep as the trackers can drain).
+    pub max_enqueue: usize,
+    /// How far a shipment's due time is pushed while its check is in flight.
+    pub lease: Duration,
+}
+
+impl SchedulerConfig {
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        Ok(SchedulerConfig {
+            queue_url: required(env, "TRACKING_QUEUE_URL")?,
+            max_enqueue: parsed(env, "SCHEDULER_MAX_ENQUEUE", 5000usize)?,
+            lease: Duration::from_secs(parsed(env, "SCHEDULER_LEASE_SECONDS", 900u64)?),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    pub kdniao: KdniaoConfig,
+    /// Where a message that can never succeed goes, with its reason (the tracking queue's DLQ).
+    pub dead_letter_queue_url: String,
+    /// Provider calls in flight at once per invocation.
+    pub concurrency: usize,
+}
+
+impl TrackerConfig {
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        Ok(TrackerConfig {
+            kdniao: KdniaoConfig::from_env(env)?,
+            dead_letter_queue_url: required(env, "TRACKING_DLQ_URL")?,
+            concurrency: parsed(env, "TRACKER_CONCURRENCY", 8usize)?.max(1),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    /// Merchant topic for every transition (optional).
+    pub merchant_topic_arn: Option<String>,
+    pub sms_sender_id: Option<String>,
+    pub max_attempts: u32,
+    pub base_backoff: Duration,
+}
+
+impl NotifierConfig {
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        Ok(NotifierConfig {
+            merchant_topic_arn: env.get("MERCHANT_TOPIC_ARN"),
+            sms_sender_id: env.get("SMS_SENDER_ID"),
+            max_attempts: parsed(env, "NOTIFY_MAX_ATTEMPTS", 3u32)?.max(1),
+            base_backoff: Duration::from_millis(parsed(env, "NOTIFY_BACKOFF_MS", 200u64)?),
+        })
+    }
+}

@@ -1,0 +1,286 @@
+//! Identifier newtypes: a carrier code and a tracking (waybill) number, each with a `parse`.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("carrier code is empty")]
+    EmptyCarrier,
+    #[error("carrier code `{0}` is not 2-16 ASCII letters, digits or underscores")]
+    BadCarrier(String),
+    #[error("tracking number is empty")]
+    EmptyNumber,
+    #[error("tracking number `{0}` must be 6-32 ASCII letters, digits or '-'")]
+    BadNumber(String),
+    #[error("shipment key `{0}` is not of the form SHIP#<carrier>#<number>")]
+    BadKey(String),
+}
+
+/// A carrier in parcelwatch's own vocabulary (Kdniao ShipperCode style, upper case: `SF`, `YTO`, `ZTO`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(try_from = "String", into = "String")]
+pub struct Carrier(String);
+
+impl Carrier {
+    pub fn parse(raw: &str) -> Result<Self, IdError> {
+        let s = raw.trim();
+        if s.is_empty() {
+            return Err(IdError::EmptyCarrier);
+        }
+        if !(2..=16).contains(&s.len()) || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(IdError::BadCarrier(raw.to_string()));
+        }
+        Ok(Carrier(s.to_ascii_uppercase()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// SF Express asks for the last four digits of a phone number with every query.
+    pub fn needs_phone_suffix(&self) -> bool {
+        matches!(self.0.as_str(), "SF" | "SFKY" | "ZTO")
+    }
+    /// Display name in Chinese for the carriers we know.
+    pub fn name_zh(&self) -> &str {
+        match self.0.as_str() {
+            "SF" => "顺丰速运",
+            "JD" => "京东物流",
+            "EMS" => "EMS",
+            "YZPY" => "中国邮政",
+            "YTO" => "圆通速递",
+            "ZTO" => "中通快递",
+            "STO" => "申通快递",
+            "YD" => "韵达速递",
+            "JTSD" => "极兔速递",
+            "DBL" => "德邦快递",
+            "HTKY" => "百世快递",
+            _ => self.0.as_str(),
+        }
+    }
+    pub fn name_en(&self) -> &str {
+        match self.0.as_str() {
+            "SF" => "SF Express",
+            "JD" => "JD Logistics",
+            "EMS" => "EMS",
+            "YZPY" => "China Post",
+            "YTO" => "YTO Express",
+            "ZTO" => "ZTO Express",
+            "STO" => "STO Express",
+            "YD" => "Yunda Express",
+            "JTSD" => "J&T Express",
+            "DBL" => "Deppon",
+            "HTKY" => "Best Express",
+            _ => self.0.as_str(),
+        }
+    }
+}
+
+impl TryFrom<String> for Carrier {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Carrier::parse(&s)
+    }
+}
+impl From<Carrier> for String {
+    fn from(c: Carrier) -> String {
+        c.0
+    }
+}
+impl fmt::Display for Carrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A waybill number as printed on the label, normalised to upper case without spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(try_from = "String", into = "String")]
+pub struct TrackingNumber(String);
+
+impl TrackingNumber {
+    pub fn parse(raw: &str) -> Result<Self, IdError> {
+        let s: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
+        if s.is_empty() {
+            return Err(IdError::EmptyNumber);
+        }
+        if !(6..=32).contains(&s.len()) || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(IdError::BadNumber(raw.to_string()));
+        }
+        Ok(TrackingNumber(s.to_ascii_uppercase()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TrackingNumber {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        TrackingNumber::parse(&s)
+    }
+}
+impl From<TrackingNumber> for String {
+    fn from(c: TrackingNumber) -> String {
+        c.0
+    }
+}
+impl fmt::Display for TrackingNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Identity of a parcel: a carrier and its waybill number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub struct ShipmentId {
+    pub carrier: Carrier,
+    pub number: TrackingNumber,
+}
+
+impl ShipmentId {
+    pub fn new(carrier: Carrier, number: TrackingNumber) -> Self {
+        ShipmentId { carrier, number }
+    }
+    pub fn parse(carrier: &str, number: &str) -> Result<Self, IdError> {
+        Ok(ShipmentId::new(Carrier::parse(carrier)?, TrackingNumber::parse(number)?))
+    }
+    /// Partition key of the shipment's items: `SHIP#{carrier}#{number}`.
+    pub fn pk(&self) -> String {
+        format!("SHIP#{}#{}", self.carrier, self.number)
+    }
+    pub fn from_pk(pk: &str) -> Result<Self, IdError> {
+        let mut parts = pk.splitn(3, '#');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("SHIP"), Some(c), Some(n)) => ShipmentId::parse(c, n),
+            _ => Err(IdError::BadKey(pk.to_string())),
+        }
+    }
+    /// Which due-index shard this shipment lives in: a stable FNV-1a hash of the key.
+    pub fn due_shard(&self, shards: u32) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in self.pk().bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        h % shards.max(1)
+    }
+}
+
+impl fmt::Display for ShipmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.carrier, self.number)
+    }
+}
+
+/// An E.164 phone number. Its `Debug` and `Display` are masked so that it cannot
+/// reach a log line in clear by accident; `expose()` is the one way to the digits.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let digits: String = raw.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+        let (plus, rest) = match digits.strip_prefix('+') {
+            Some(r) => (true, r.to_string()),
+            None => (false, digits.clone()),
+        };
+        if rest.is_empty() || !rest.chars().all(|c| c.is_ascii_digit()) {
+            return Err("phone number must be digits, optionally with a leading +".into());
+        }
+        let e164 = match (plus, rest.len()) {
+            (true, 8..=15) => format!("+{rest}"),
+            // A bare 11-digit mainland mobile number.
+            (false, 11) if rest.starts_with('1') => format!("+86{rest}"),
+            _ => return Err("phone number is not E.164 nor an 11-digit mainland mobile".into()),
+        };
+        Ok(PhoneNumber(e164))
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn last4(&self) -> &str {
+        &self.0[self.0.len() - 4..]
+    }
+    /// `+86138****5678`: country code and prefix, then the last four.
+    pub fn masked(&self) -> String {
+        mask_phone(&self.0)
+    }
+}
+
+/// Mask every digit of a phone-like string but the first 6 and the last 4 characters.
+pub fn mask_phone(p: &str) -> String {
+    let n = p.chars().count();
+    if n <= 8 {
+        return "*".repeat(n);
+    }
+    p.chars()
+        .enumerate()
+        .map(|(i, c)| if i < 6 || i >= n - 4 { c } else { '*' })
+        .collect()
+}
+
+impl TryFrom<String> for PhoneNumber {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        PhoneNumber::parse(&s)
+    }
+}
+impl From<PhoneNumber> for String {
+    fn from(p: PhoneNumber) -> String {
+        p.0
+    }
+}
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhoneNumber({})", self.masked())
+    }
+}
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracking_numbers_are_normalised_and_validated() {
+        assert_eq!(TrackingNumber::parse(" yt 1234 5678 ").unwrap().as_str(), "YT12345678");
+        assert_eq!(TrackingNumber::parse(""), Err(IdError::EmptyNumber));
+        assert!(matches!(TrackingNumber::parse("12345"), Err(IdError::BadNumber(_))));
+        assert!(matches!(TrackingNumber::parse("1234567;DROP"), Err(IdError::BadNumber(_))));
+        assert!(TrackingNumber::parse(&"9".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn carriers_are_upper_cased_and_validated() {
+        assert_eq!(Carrier::parse("yto").unwrap().as_str(), "YTO");
+        assert!(matches!(Carrier::parse("Y T O"), Err(IdError::BadCarrier(_))));
+        assert_eq!(Carrier::parse(" "), Err(IdError::EmptyCarrier));
+    }
+
+    #[test]
+    fn shipment_key_round_trips_and_shards_stably() {
+        let id = ShipmentId::parse("SF", "SF1234567890").unwrap();
+        assert_eq!(id.pk(), "SHIP#SF#SF1234567890");
+        assert_eq!(ShipmentId::from_pk(&id.pk()).unwrap(), id);
+        assert!(ShipmentId::from_pk("ORDER#x").is_err());
+        let a = id.due_shard(16);
+        assert!(a < 16);
+        assert_eq!(a, id.due_shard(16));
+    }
+
+    #[test]
+    fn phone_numbers_never_print_in_clear() {
+        let p = PhoneNumber::parse("13812345678").unwrap();
+        assert_eq!(p.expose(), "+8613812345678");
+        assert_eq!(p.last4(), "5678");
+        assert_eq!(format!("{p}"), "+86138****5678");
+        assert_eq!(format!("{p:?}"), "PhoneNumber(+86138****5678)");
+        assert!(PhoneNumber::parse("12345").is_err());
+        assert!(PhoneNumber::parse("+86abc").is_err());
+    }
+}

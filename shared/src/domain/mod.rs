@@ -1,0 +1,27 @@
+//! Pure domain: types and rules. No AWS, no Lambda, no I/O.
+
+pub mod ids;
+pub mod schedule;
+pub mod shipment;
+pub mod status;
+pub mod templates;
+pub mod trace;
+
+pub use ids::{Carrier, IdError, PhoneNumber, ShipmentId, TrackingNumber};
+pub use schedule::{check_interval, next_check_at, Priority};
+pub use shipment::{apply_check, CheckOutcome, Ignored, Locale, Recipient, Shipment, Transition};
+pub use status::{Status, SubStatus};
+pub use templates::{render, Notification};
+pub use trace::{keyed_events, EventKey, TraceEvent, TraceSnapshot};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// The one text form of an instant in the table and the queue: RFC 3339, UTC, whole seconds,
+/// fixed width, so that string order is time order (the due index sorts on it).
+pub fn fmt_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+}

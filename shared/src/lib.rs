@@ -1,0 +1,8 @@
+//! parcelwatch: everything that is not a Lambda entry point.
+pub mod config;
+pub mod domain;
+pub mod notify;
+pub mod providers;
+pub mod queue;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,81 @@
+//! SQS adapter.
+
+use super::{DeadLetters, MessageSink, Outgoing, QueueError};
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::Client;
+
+#[derive(Clone)]
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        SqsQueue { client, url: url.into() }
+    }
+}
+
+fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
+    e: SdkError<E, R>,
+) -> QueueError {
+    let code = e.code().unwrap_or_default().to_string();
+    let msg = match &e {
+        SdkError::ServiceError(se) => format!("{code}: {}", se.err().message().unwrap_or_default()),
+        other => other.to_string(),
+    };
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => QueueError::Retryable(msg),
+        _ if code.contains("Throttl") || code.contains("RequestThrottled") || code.contains("Internal") => {
+            QueueError::Retryable(msg)
+        }
+        _ => QueueError::Permanent(msg),
+    }
+}
+
+impl MessageSink for SqsQueue {
+    async fn send_batch(&self, entries: &[Outgoing]) -> Result<Vec<String>, QueueError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut batch = Vec::with_capacity(entries.len());
+        for e in entries {
+            batch.push(
+                SendMessageBatchRequestEntry::builder()
+                    .id(&e.id)
+                    .message_body(&e.body)
+                    .build()
+                    .map_err(|err| QueueError::Permanent(err.to_string()))?,
+            );
+        }
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(batch))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.failed().iter().map(|f| f.id().to_string()).collect())
+    }
+}
+
+impl DeadLetters for SqsQueue {
+    async fn dead_letter(&self, body: &str, reason: &str) -> Result<(), QueueError> {
+        let attr = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(reason)
+            .build()
+            .map_err(|err| QueueError::Permanent(err.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .message_attributes("error_reason", attr)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,331 @@
+//! DynamoDB adapter of the store ports.
+
+use super::record::{EventRecord, ShipmentRecord, META};
+use super::{Claim, DueEntry, DueIndex, Ledger, ShipmentStore, StoreError};
+use crate::domain::{fmt_time, EventKey, Shipment, ShipmentId, TraceEvent};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub const DUE_INDEX: &str = "due-index";
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    due_shards: u32,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>, due_shards: u32) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            due_shards: due_shards.max(1),
+        }
+    }
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+/// Classify an SDK failure once: lost condition → Conflict; throttling, 5xx, timeouts → Retryable.
+pub(crate) fn classify<E>(err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let code = err.code().unwrap_or_default().to_string();
+    let msg = match &err {
+        SdkError::ServiceError(se) => format!("{code}: {}", se.err().message().unwrap_or_default()),
+        other => format!("{other}"),
+    };
+    match code.as_str() {
+        "ConditionalCheckFailedException" | "TransactionConflictException" => StoreError::Conflict(msg),
+        "ProvisionedThroughputExceededException"
+        | "ThrottlingException"
+        | "RequestLimitExceeded"
+        | "InternalServerError"
+        | "ServiceUnavailable"
+        | "LimitExceededException" => StoreError::Retryable(msg),
+        _ => match err {
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+                StoreError::Retryable(msg)
+            }
+            SdkError::ServiceError(ref se) if se.raw().status().is_server_error() => StoreError::Retryable(msg),
+            _ => StoreError::Permanent(msg),
+        },
+    }
+}
+
+fn to_item<T: serde::Serialize>(v: &T) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    serde_dynamo::to_item(v).map_err(|e| StoreError::Permanent(format!("encode: {e}")))
+}
+
+fn decode_shipment(item: HashMap<String, AttributeValue>) -> Result<Shipment, StoreError> {
+    let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let rec: ShipmentRecord = serde_dynamo::from_item(item).map_err(|e| super::BadRecord {
+        pk,
+        reason: e.to_string(),
+    })?;
+    Ok(rec.into_shipment()?)
+}
+
+impl ShipmentStore for DynamoStore {
+    async fn get(&self, id: &ShipmentId) -> Result<Option<Shipment>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(id.pk()))
+            .key("sk", s(META))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item.map(decode_shipment).transpose()
+    }
+
+    async fn create(&self, shipment: &Shipment) -> Result<bool, StoreError> {
+        let item = to_item(&ShipmentRecord::from_shipment(shipment, self.due_shards))?;
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res.map_err(classify) {
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn save(&self, shipment: &Shipment, new_events: &[(EventKey, TraceEvent)]) -> Result<u64, StoreError> {
+        // Trace lines first: their keys are deterministic, so a retried or lost-race write of the same
+        // lines rewrites identical items and never double-records an event.
+        let mut requests = Vec::with_capacity(new_events.len());
+        for (k, e) in new_events {
+            let item = to_item(&EventRecord::new(&shipment.id, k, e, &shipment.provider))?;
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(|e| StoreError::Permanent(e.to_string()))?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        for chunk in requests.chunks(25) {
+            self.batch_write(chunk.to_vec()).await?;
+        }
+
+        let expected = shipment.version;
+        let mut next = shipment.clone();
+        next.version = expected + 1;
+        let item = to_item(&ShipmentRecord::from_shipment(&next, self.due_shards))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("#v = :expected")
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_values(":expected", AttributeValue::N(expected.to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::None)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(next.version)
+    }
+}
+
+impl DynamoStore {
+    /// BatchWriteItem with the unprocessed items retried (bounded, with back-off).
+    async fn batch_write(&self, mut pending: Vec<WriteRequest>) -> Result<(), StoreError> {
+        for attempt in 0..6u32 {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, pending)
+                .send()
+                .await
+                .map_err(classify)?;
+            pending = out
+                .unprocessed_items
+                .and_then(|mut m| m.remove(&self.table))
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+            }
+        }
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Retryable(format!(
+                "{} trace lines still unprocessed after retries",
+                pending.len()
+            )))
+        }
+    }
+}
+
+impl DueIndex for DynamoStore {
+    fn shards(&self) -> u32 {
+        self.due_shards
+    }
+
+    async fn due(&self, shard: u32, until: DateTime<Utc>, limit: usize) -> Result<Vec<DueEntry>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        while out.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(DUE_INDEX)
+                .key_condition_expression("due_pk = :p AND due_sk <= :until")
+                .expression_attribute_values(":p", s(format!("DUE#{shard}")))
+                .expression_attribute_values(":until", s(fmt_time(until)))
+                .limit(((limit - out.len()).min(1000)) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in page.items() {
+                let pk = item.get("pk").and_then(|v| v.as_s().ok());
+                let due = item.get("due_sk").and_then(|v| v.as_s().ok());
+                match (pk, due) {
+                    (Some(pk), Some(due)) => match ShipmentId::from_pk(pk) {
+                        Ok(id) => out.push(DueEntry {
+                            id,
+                            due_sk: due.clone(),
+                        }),
+                        Err(e) => tracing::warn!(pk = %pk, error = %e, "due index entry with a bad key skipped"),
+                    },
+                    _ => tracing::warn!("due index entry without pk/due_sk skipped"),
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn lease(&self, entry: &DueEntry, until: DateTime<Utc>) -> Result<bool, StoreError> {
+        let until = fmt_time(until);
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(entry.id.pk()))
+            .key("sk", s(META))
+            .update_expression("SET due_sk = :lease, next_check_at = :lease")
+            .condition_expression("due_sk = :seen")
+            .expression_attribute_values(":lease", s(until))
+            .expression_attribute_values(":seen", s(entry.due_sk.clone()))
+            .send()
+            .await;
+        match res.map_err(classify) {
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Ledger for DynamoStore {
+    async fn claim(
+        &self,
+        id: &ShipmentId,
+        note: &str,
+        now: DateTime<Utc>,
+        stale_after: Duration,
+    ) -> Result<Claim, StoreError> {
+        let stale = now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::minutes(5));
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(id.pk()))
+            .item("sk", s(note))
+            .item("state", s("sending"))
+            .item("claimed_at", s(fmt_time(now)))
+            .condition_expression(
+                "attribute_not_exists(pk) OR #st = :failed OR (#st = :sending AND claimed_at < :stale)",
+            )
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":failed", s("failed"))
+            .expression_attribute_values(":sending", s("sending"))
+            .expression_attribute_values(":stale", s(fmt_time(stale)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Claim::Claimed),
+            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
+                let state = match se.err() {
+                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => c
+                        .item()
+                        .and_then(|i| i.get("state"))
+                        .and_then(|v| v.as_s().ok())
+                        .cloned(),
+                    _ => None,
+                };
+                Ok(match state.as_deref() {
+                    Some("sending") => Claim::InFlight,
+                    _ => Claim::AlreadySent,
+                })
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn complete(&self, id: &ShipmentId, note: &str, message_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(id.pk()))
+            .key("sk", s(note))
+            .update_expression("SET #st = :sent, message_id = :mid, sent_at = :now")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":sent", s("sent"))
+            .expression_attribute_values(":mid", s(message_id))
+            .expression_attribute_values(":now", s(fmt_time(now)))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn release(&self, id: &ShipmentId, note: &str, reason: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(id.pk()))
+            .key("sk", s(note))
+            .update_expression("SET #st = :failed, last_error = :why")
+            .condition_expression("#st = :sending")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":failed", s("failed"))
+            .expression_attribute_values(":sending", s("sending"))
+            .expression_attribute_values(":why", s(reason))
+            .send()
+            .await
+            .map_err(classify)
+            .map(|_| ())
+            .or_else(|e| match e {
+                StoreError::Conflict(_) => Ok(()),
+                e => Err(e),
+            })
+    }
+}

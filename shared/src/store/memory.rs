@@ -1,0 +1,156 @@
+//! In-memory store for fast handler tests. Same conditional semantics as the DynamoDB adapter;
+//! never the only proof (the integration tests run the DynamoDB adapter against the local stack).
+
+use super::{Claim, DueEntry, DueIndex, Ledger, ShipmentStore, StoreError};
+use crate::domain::{fmt_time, parse_time, EventKey, Shipment, ShipmentId, TraceEvent};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub state: String,
+    pub claimed_at: DateTime<Utc>,
+    pub message_id: Option<String>,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    shards: u32,
+    pub shipments: Mutex<BTreeMap<ShipmentId, Shipment>>,
+    pub events: Mutex<BTreeMap<(ShipmentId, EventKey), TraceEvent>>,
+    pub ledger: Mutex<BTreeMap<(ShipmentId, String), LedgerEntry>>,
+}
+
+impl MemoryStore {
+    pub fn new(shards: u32) -> Self {
+        MemoryStore {
+            shards: shards.max(1),
+            ..Default::default()
+        }
+    }
+    pub fn insert(&self, s: Shipment) {
+        lock(&self.shipments).insert(s.id.clone(), s);
+    }
+    pub fn shipment(&self, id: &ShipmentId) -> Option<Shipment> {
+        lock(&self.shipments).get(id).cloned()
+    }
+    pub fn event_count(&self, id: &ShipmentId) -> usize {
+        lock(&self.events).keys().filter(|(i, _)| i == id).count()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means another test thread panicked; the data is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ShipmentStore for MemoryStore {
+    async fn get(&self, id: &ShipmentId) -> Result<Option<Shipment>, StoreError> {
+        Ok(self.shipment(id))
+    }
+    async fn create(&self, shipment: &Shipment) -> Result<bool, StoreError> {
+        let mut m = lock(&self.shipments);
+        if m.contains_key(&shipment.id) {
+            return Ok(false);
+        }
+        m.insert(shipment.id.clone(), shipment.clone());
+        Ok(true)
+    }
+    async fn save(&self, shipment: &Shipment, new_events: &[(EventKey, TraceEvent)]) -> Result<u64, StoreError> {
+        {
+            let mut ev = lock(&self.events);
+            for (k, e) in new_events {
+                ev.insert((shipment.id.clone(), *k), e.clone());
+            }
+        }
+        let mut m = lock(&self.shipments);
+        let stored = m.get(&shipment.id).map(|s| s.version);
+        if stored != Some(shipment.version) {
+            return Err(StoreError::Conflict(format!(
+                "{} is at version {stored:?}, not {}",
+                shipment.id, shipment.version
+            )));
+        }
+        let mut next = shipment.clone();
+        next.version += 1;
+        let v = next.version;
+        m.insert(shipment.id.clone(), next);
+        Ok(v)
+    }
+}
+
+impl DueIndex for MemoryStore {
+    fn shards(&self) -> u32 {
+        self.shards
+    }
+    async fn due(&self, shard: u32, until: DateTime<Utc>, limit: usize) -> Result<Vec<DueEntry>, StoreError> {
+        let m = lock(&self.shipments);
+        let mut due: Vec<DueEntry> = m
+            .values()
+            .filter(|s| s.id.due_shard(self.shards) == shard)
+            .filter_map(|s| s.next_check_at.filter(|t| *t <= until).map(|t| (s, t)))
+            .map(|(s, t)| DueEntry {
+                id: s.id.clone(),
+                due_sk: fmt_time(t),
+            })
+            .collect();
+        due.sort_by(|a, b| a.due_sk.cmp(&b.due_sk));
+        due.truncate(limit);
+        Ok(due)
+    }
+    async fn lease(&self, entry: &DueEntry, until: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut m = lock(&self.shipments);
+        match m.get_mut(&entry.id) {
+            Some(s) if s.next_check_at.map(fmt_time).as_deref() == Some(entry.due_sk.as_str()) => {
+                s.next_check_at = parse_time(&fmt_time(until));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+impl Ledger for MemoryStore {
+    async fn claim(
+        &self,
+        id: &ShipmentId,
+        note: &str,
+        now: DateTime<Utc>,
+        stale_after: Duration,
+    ) -> Result<Claim, StoreError> {
+        let mut l = lock(&self.ledger);
+        let key = (id.clone(), note.to_string());
+        let stale = now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::minutes(5));
+        match l.get(&key) {
+            Some(e) if e.state == "sent" => return Ok(Claim::AlreadySent),
+            Some(e) if e.state == "sending" && e.claimed_at >= stale => return Ok(Claim::InFlight),
+            _ => {}
+        }
+        l.insert(
+            key,
+            LedgerEntry {
+                state: "sending".into(),
+                claimed_at: now,
+                message_id: None,
+            },
+        );
+        Ok(Claim::Claimed)
+    }
+    async fn complete(&self, id: &ShipmentId, note: &str, message_id: &str, _now: DateTime<Utc>) -> Result<(), StoreError> {
+        if let Some(e) = lock(&self.ledger).get_mut(&(id.clone(), note.to_string())) {
+            e.state = "sent".into();
+            e.message_id = Some(message_id.to_string());
+        }
+        Ok(())
+    }
+    async fn release(&self, id: &ShipmentId, note: &str, _reason: &str) -> Result<(), StoreError> {
+        if let Some(e) = lock(&self.ledger).get_mut(&(id.clone(), note.to_string())) {
+            if e.state == "sending" {
+                e.state = "failed".into();
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,255 @@
+//! The item shapes of the single table, and their mapping to and from the domain.
+//! One codec serves the SDK (`serde_dynamo` ↔ aws-sdk-dynamodb) and stream images
+//! (`serde_dynamo::Item` in aws_lambda_events), so the notifier reads exactly what the tracker wrote.
+
+use crate::domain::{
+    fmt_time, parse_time, EventKey, Locale, PhoneNumber, Priority, Recipient, Shipment, ShipmentId, Status, SubStatus,
+    TraceEvent,
+};
+use serde::{Deserialize, Serialize};
+
+pub const META: &str = "META";
+
+/// The `META` item of a shipment partition, attribute for attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentRecord {
+    pub pk: String,
+    pub sk: String,
+    pub carrier: String,
+    pub number: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_status: Option<String>,
+    pub status_changed_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_seq: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_desc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_code: Option<String>,
+    #[serde(default)]
+    pub event_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check_at: Option<String>,
+    /// Due-index partition (`DUE#n`): present only while the shipment needs checking (sparse index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_pk: Option<String>,
+    /// Due-index sort key: the next check time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_sk: Option<String>,
+    pub priority: String,
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub locale: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_ref: Option<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub version: u64,
+}
+
+/// A stored item that does not decode into a shipment.
+#[derive(Debug, thiserror::Error)]
+#[error("item {pk} is not a valid shipment: {reason}")]
+pub struct BadRecord {
+    pub pk: String,
+    pub reason: String,
+}
+
+impl ShipmentRecord {
+    pub fn from_shipment(s: &Shipment, due_shards: u32) -> ShipmentRecord {
+        let last = s.last_event.as_ref();
+        let next = s.next_check_at.map(fmt_time);
+        ShipmentRecord {
+            pk: s.id.pk(),
+            sk: META.to_string(),
+            carrier: s.id.carrier.to_string(),
+            number: s.id.number.to_string(),
+            status: s.status.to_string(),
+            sub_status: s.sub_status.as_ref().map(|x| x.to_string()),
+            status_changed_at: fmt_time(s.status_changed_at),
+            last_event_at: last.map(|(k, _)| fmt_time(k.time)),
+            last_event_seq: last.map(|(k, _)| k.seq),
+            last_event_desc: last.map(|(_, e)| e.description.clone()),
+            last_event_location: last.and_then(|(_, e)| e.location.clone()),
+            last_event_status: last.and_then(|(_, e)| e.status.map(|st| st.to_string())),
+            last_event_code: last.and_then(|(_, e)| e.raw_code.clone()),
+            event_count: s.event_count,
+            checked_at: s.checked_at.map(fmt_time),
+            due_pk: next.as_ref().map(|_| format!("DUE#{}", s.id.due_shard(due_shards))),
+            due_sk: next.clone(),
+            next_check_at: next,
+            priority: s.priority.as_str().to_string(),
+            provider: s.provider.clone(),
+            phone: s.recipient.phone.as_ref().map(|p| p.expose().to_string()),
+            locale: s.recipient.locale.as_str().to_string(),
+            order_ref: s.order_ref.clone(),
+            created_at: fmt_time(s.created_at),
+            last_error: s.last_error.clone(),
+            version: s.version,
+        }
+    }
+
+    pub fn into_shipment(self) -> Result<Shipment, BadRecord> {
+        let pk = self.pk.clone();
+        let bad = |reason: String| BadRecord { pk: pk.clone(), reason };
+        let time = |field: &str, v: &str| parse_time(v).ok_or_else(|| bad(format!("{field} `{v}` is not RFC 3339")));
+        let opt_time = |field: &str, v: &Option<String>| v.as_deref().map(|v| time(field, v)).transpose();
+
+        let id = ShipmentId::parse(&self.carrier, &self.number).map_err(|e| bad(e.to_string()))?;
+        let status: Status = self.status.parse().map_err(|e: crate::domain::status::UnknownStatus| bad(e.to_string()))?;
+        let sub_status = match &self.sub_status {
+            Some(s) => Some(s.parse::<SubStatus>().map_err(|e| bad(e.to_string()))?),
+            None => None,
+        };
+        let last_event = match &self.last_event_at {
+            Some(at) => {
+                let t = time("last_event_at", at)?;
+                let ev = TraceEvent {
+                    time: t,
+                    description: self.last_event_desc.clone().unwrap_or_default(),
+                    location: self.last_event_location.clone(),
+                    status: self.last_event_status.as_deref().and_then(|s| s.parse().ok()),
+                    raw_code: self.last_event_code.clone(),
+                };
+                Some((
+                    EventKey {
+                        time: t,
+                        seq: self.last_event_seq.unwrap_or(0),
+                    },
+                    ev,
+                ))
+            }
+            None => None,
+        };
+        let phone = match &self.phone {
+            Some(p) => Some(PhoneNumber::parse(p).map_err(|e| bad(format!("phone: {e}")))?),
+            None => None,
+        };
+        Ok(Shipment {
+            status,
+            sub_status,
+            status_changed_at: time("status_changed_at", &self.status_changed_at)?,
+            last_event,
+            event_count: self.event_count,
+            checked_at: opt_time("checked_at", &self.checked_at)?,
+            next_check_at: opt_time("next_check_at", &self.next_check_at)?,
+            priority: Priority::parse(&self.priority).unwrap_or_default(),
+            provider: self.provider.clone(),
+            recipient: Recipient {
+                phone,
+                locale: Locale::parse(&self.locale).unwrap_or_default(),
+            },
+            order_ref: self.order_ref.clone(),
+            created_at: time("created_at", &self.created_at)?,
+            last_error: self.last_error.clone(),
+            version: self.version,
+            id,
+        })
+    }
+}
+
+/// A trace line item: `pk = SHIP#…`, `sk = EVT#{time}#{seq}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub pk: String,
+    pub sk: String,
+    pub time: String,
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_code: Option<String>,
+    pub provider: String,
+}
+
+impl EventRecord {
+    pub fn new(id: &ShipmentId, key: &EventKey, e: &TraceEvent, provider: &str) -> EventRecord {
+        EventRecord {
+            pk: id.pk(),
+            sk: key.sk(),
+            time: fmt_time(e.time),
+            description: e.description.clone(),
+            location: e.location.clone(),
+            status: e.status.map(|s| s.to_string()),
+            raw_code: e.raw_code.clone(),
+            provider: provider.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn sample() -> Shipment {
+        let now = chrono::Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap();
+        let mut s = Shipment::register(
+            ShipmentId::parse("SF", "SF1234567890123").unwrap(),
+            Priority::High,
+            "kdniao",
+            Recipient {
+                phone: Some(PhoneNumber::parse("+8613812345678").unwrap()),
+                locale: Locale::En,
+            },
+            Some("T-1".into()),
+            now,
+        );
+        s.status = Status::OutForDelivery;
+        s.sub_status = Some(SubStatus::new("kdniao", "202"));
+        let ev = TraceEvent {
+            time: now,
+            description: "派件中".into(),
+            location: Some("北京市".into()),
+            status: Some(Status::OutForDelivery),
+            raw_code: Some("202".into()),
+        };
+        s.last_event = Some((EventKey { time: now, seq: 2 }, ev));
+        s.event_count = 7;
+        s.version = 4;
+        s
+    }
+
+    #[test]
+    fn shipment_round_trips_through_the_record_and_a_dynamodb_item() {
+        let s = sample();
+        let rec = ShipmentRecord::from_shipment(&s, 16);
+        assert_eq!(rec.due_pk.as_deref(), Some(format!("DUE#{}", s.id.due_shard(16)).as_str()));
+        assert_eq!(rec.due_sk, rec.next_check_at);
+        let item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> =
+            serde_dynamo::to_item(&rec).unwrap();
+        assert_eq!(item["version"].as_n().unwrap(), "4");
+        let back: ShipmentRecord = serde_dynamo::from_item(item).unwrap();
+        assert_eq!(back.into_shipment().unwrap(), s);
+    }
+
+    #[test]
+    fn a_stopped_shipment_leaves_the_due_index() {
+        let mut s = sample();
+        s.next_check_at = None;
+        let rec = ShipmentRecord::from_shipment(&s, 16);
+        assert_eq!((rec.due_pk, rec.due_sk), (None, None));
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_not_a_panic() {
+        let mut rec = ShipmentRecord::from_shipment(&sample(), 16);
+        rec.status = "Teleported".into();
+        let err = rec.into_shipment().unwrap_err();
+        assert!(err.reason.contains("Teleported"), "{err}");
+    }
+}
