@@ -55,7 +55,11 @@ fn required(env: &dyn Env, key: &'static str) -> Result<String, ConfigError> {
     env.get(key).ok_or(ConfigError::Missing(key))
 }
 
-fn parsed<T: std::str::FromStr>(env: &dyn Env, key: &'static str, default: T) -> Result<T, ConfigError>
+fn parsed<T: std::str::FromStr>(
+    env: &dyn Env,
+    key: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
 where
     T::Err: fmt::Display,
 {
@@ -80,10 +84,13 @@ pub struct KdniaoConfig {
 }
 
 impl KdniaoConfig {
-    pub const DEFAULT_ENDPOINT: &'static str = "https://api.kdniao.com/Ebusiness/EbusinessOrderHandle.aspx";
+    pub const DEFAULT_ENDPOINT: &'static str =
+        "https://api.kdniao.com/Ebusiness/EbusinessOrderHandle.aspx";
 
     pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
-        let request_type = env.get("KDNIAO_REQUEST_TYPE").unwrap_or_else(|| "8001".into());
+        let request_type = env
+            .get("KDNIAO_REQUEST_TYPE")
+            .unwrap_or_else(|| "8001".into());
         if request_type != "8001" && request_type != "1002" {
             return Err(ConfigError::Invalid {
                 name: "KDNIAO_REQUEST_TYPE",
@@ -91,7 +98,9 @@ impl KdniaoConfig {
             });
         }
         Ok(KdniaoConfig {
-            endpoint: env.get("KDNIAO_ENDPOINT").unwrap_or_else(|| Self::DEFAULT_ENDPOINT.into()),
+            endpoint: env
+                .get("KDNIAO_ENDPOINT")
+                .unwrap_or_else(|| Self::DEFAULT_ENDPOINT.into()),
             ebusiness_id: required(env, "KDNIAO_EBUSINESS_ID")?,
             app_key: Secret::new(required(env, "KDNIAO_APP_KEY")?),
             request_type,

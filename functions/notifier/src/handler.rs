@@ -52,7 +52,11 @@ struct MerchantEvent<'a> {
     version: u64,
 }
 
-pub async fn handle_batch<L: Ledger, P: Publisher>(n: &Notifier<L, P>, event: Event, now: DateTime<Utc>) -> DynamoDbEventResponse {
+pub async fn handle_batch<L: Ledger, P: Publisher>(
+    n: &Notifier<L, P>,
+    event: Event,
+    now: DateTime<Utc>,
+) -> DynamoDbEventResponse {
     let mut response = DynamoDbEventResponse::default();
     for record in &event.records {
         let seq = record.change.sequence_number.clone().unwrap_or_default();
@@ -74,8 +78,11 @@ fn decode(image: &serde_dynamo::Item) -> Result<Option<Shipment>, RecordError> {
     if image.is_empty() {
         return Ok(None);
     }
-    let rec: ShipmentRecord = serde_dynamo::from_item(image.clone()).map_err(|e| RecordError::BadImage(e.to_string()))?;
-    rec.into_shipment().map(Some).map_err(|e| RecordError::BadImage(e.to_string()))
+    let rec: ShipmentRecord =
+        serde_dynamo::from_item(image.clone()).map_err(|e| RecordError::BadImage(e.to_string()))?;
+    rec.into_shipment()
+        .map(Some)
+        .map_err(|e| RecordError::BadImage(e.to_string()))
 }
 
 fn is_meta(record: &EventRecord) -> bool {
@@ -85,7 +92,11 @@ fn is_meta(record: &EventRecord) -> bool {
     )
 }
 
-async fn handle_record<L: Ledger, P: Publisher>(n: &Notifier<L, P>, record: &EventRecord, now: DateTime<Utc>) -> Result<(), RecordError> {
+async fn handle_record<L: Ledger, P: Publisher>(
+    n: &Notifier<L, P>,
+    record: &EventRecord,
+    now: DateTime<Utc>,
+) -> Result<(), RecordError> {
     if record.event_name == "REMOVE" || !is_meta(record) {
         return Ok(());
     }
@@ -97,7 +108,9 @@ async fn handle_record<L: Ledger, P: Publisher>(n: &Notifier<L, P>, record: &Eve
         Some(o) => (o.status, o.sub_status.as_ref()),
         None => (Status::Pending, None),
     };
-    let Some(transition) = Transition::between((old_status, old_sub), (new.status, new.sub_status.as_ref())) else {
+    let Some(transition) =
+        Transition::between((old_status, old_sub), (new.status, new.sub_status.as_ref()))
+    else {
         return Ok(());
     };
     tracing::info!(shipment = %new.id, transition = %transition.key(), "transition");
@@ -105,7 +118,10 @@ async fn handle_record<L: Ledger, P: Publisher>(n: &Notifier<L, P>, record: &Eve
     if let Some(phone) = &new.recipient.phone {
         if let Some(msg) = render(&new, &transition, new.recipient.locale) {
             let note = note_sk(&transition.key(), new.version, "sms");
-            send_once(n, &new, &note, "sms", now, || n.publisher.sms(phone, &msg.body)).await?;
+            send_once(n, &new, &note, "sms", now, || {
+                n.publisher.sms(phone, &msg.body)
+            })
+            .await?;
         }
     }
     if let Some(topic) = &n.cfg.merchant_topic_arn {
@@ -124,7 +140,10 @@ async fn handle_record<L: Ledger, P: Publisher>(n: &Notifier<L, P>, record: &Eve
         let json = serde_json::to_string(&doc).map_err(|e| RecordError::BadImage(e.to_string()))?;
         let subject = format!("{} {}", new.id, transition.to);
         let note = note_sk(&transition.key(), new.version, "merchant");
-        send_once(n, &new, &note, "merchant", now, || n.publisher.topic(topic, &subject, &json)).await?;
+        send_once(n, &new, &note, "merchant", now, || {
+            n.publisher.topic(topic, &subject, &json)
+        })
+        .await?;
     }
     Ok(())
 }
@@ -157,7 +176,9 @@ where
     for attempt in 0..attempts {
         match send().await {
             Ok(message_id) => {
-                n.ledger.complete(&shipment.id, note, &message_id, now).await?;
+                n.ledger
+                    .complete(&shipment.id, note, &message_id, now)
+                    .await?;
                 tracing::info!(channel, note, %message_id, attempt, to = ?shipment.recipient.phone, "notification sent");
                 return Ok(());
             }
@@ -176,7 +197,11 @@ where
     let source = last_err.unwrap_or_else(|| PublishError::Retryable("no attempt made".into()));
     // Free the claim so a redelivery may send it; if this write fails the claim goes stale and is
     // re-claimable after STALE_CLAIM anyway.
-    if let Err(e) = n.ledger.release(&shipment.id, note, &source.to_string()).await {
+    if let Err(e) = n
+        .ledger
+        .release(&shipment.id, note, &source.to_string())
+        .await
+    {
         tracing::warn!(error = %e, note, "could not release the claim");
     }
     Err(RecordError::Publish {
@@ -237,7 +262,12 @@ mod tests {
             s.push((to.expose().to_string(), text.to_string()));
             Ok(format!("sms-{}", s.len()))
         }
-        async fn topic(&self, _arn: &str, _subject: &str, json: &str) -> Result<String, PublishError> {
+        async fn topic(
+            &self,
+            _arn: &str,
+            _subject: &str,
+            json: &str,
+        ) -> Result<String, PublishError> {
             let mut t = self.topic.lock().unwrap();
             t.push(json.to_string());
             Ok(format!("topic-{}", t.len()))
@@ -249,7 +279,8 @@ mod tests {
             ledger: MemoryStore::new(4),
             publisher: FakeSns::default(),
             cfg: NotifierConfig {
-                merchant_topic_arn: topic.then(|| "arn:aws:sns:us-east-1:123456789012:merchant".to_string()),
+                merchant_topic_arn: topic
+                    .then(|| "arn:aws:sns:us-east-1:123456789012:merchant".to_string()),
                 sms_sender_id: None,
                 max_attempts: 3,
                 base_backoff: Duration::from_millis(1),
@@ -266,12 +297,21 @@ mod tests {
     #[tokio::test]
     async fn a_transition_sends_one_sms_and_one_merchant_event() {
         let n = notifier(true);
-        let resp = handle_batch(&n, event(include_str!("../../../events/notifier/transition.json")), now()).await;
+        let resp = handle_batch(
+            &n,
+            event(include_str!("../../../events/notifier/transition.json")),
+            now(),
+        )
+        .await;
         assert!(resp.batch_item_failures.is_empty());
         let sms = n.publisher.sms.lock().unwrap().clone();
         assert_eq!(sms.len(), 1);
         assert_eq!(sms[0].0, "+8613812345678");
-        assert!(sms[0].1.contains("派件") || sms[0].1.contains("派送"), "{}", sms[0].1);
+        assert!(
+            sms[0].1.contains("派件") || sms[0].1.contains("派送"),
+            "{}",
+            sms[0].1
+        );
         let topic = n.publisher.topic.lock().unwrap().clone();
         assert_eq!(topic.len(), 1);
         let doc: serde_json::Value = serde_json::from_str(&topic[0]).unwrap();
@@ -295,7 +335,12 @@ mod tests {
     #[tokio::test]
     async fn a_change_without_a_transition_sends_nothing() {
         let n = notifier(true);
-        let resp = handle_batch(&n, event(include_str!("../../../events/notifier/no-transition.json")), now()).await;
+        let resp = handle_batch(
+            &n,
+            event(include_str!("../../../events/notifier/no-transition.json")),
+            now(),
+        )
+        .await;
         assert!(resp.batch_item_failures.is_empty());
         assert!(n.publisher.sms.lock().unwrap().is_empty());
         assert!(n.publisher.topic.lock().unwrap().is_empty());
@@ -304,7 +349,12 @@ mod tests {
     #[tokio::test]
     async fn in_a_mixed_batch_only_the_meta_transition_is_sent() {
         let n = notifier(false);
-        let resp = handle_batch(&n, event(include_str!("../../../events/notifier/mixed-batch.json")), now()).await;
+        let resp = handle_batch(
+            &n,
+            event(include_str!("../../../events/notifier/mixed-batch.json")),
+            now(),
+        )
+        .await;
         assert!(resp.batch_item_failures.is_empty());
         assert_eq!(n.publisher.sms.lock().unwrap().len(), 1);
     }
@@ -313,7 +363,12 @@ mod tests {
     async fn throttling_is_retried_within_the_invocation() {
         let n = notifier(false);
         *n.publisher.fail_first.lock().unwrap() = 2;
-        let resp = handle_batch(&n, event(include_str!("../../../events/notifier/transition.json")), now()).await;
+        let resp = handle_batch(
+            &n,
+            event(include_str!("../../../events/notifier/transition.json")),
+            now(),
+        )
+        .await;
         assert!(resp.batch_item_failures.is_empty());
         assert_eq!(n.publisher.sms.lock().unwrap().len(), 1);
     }
@@ -324,7 +379,11 @@ mod tests {
         *n.publisher.fail_first.lock().unwrap() = 3;
         let ev = include_str!("../../../events/notifier/transition.json");
         let resp = handle_batch(&n, event(ev), now()).await;
-        let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        let failed: Vec<_> = resp
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
         assert_eq!(failed, vec![Some("100000000000000000001".to_string())]);
         assert!(n.publisher.sms.lock().unwrap().is_empty());
         // The stream retries the record: the released claim is taken again and the SMS goes out once.
@@ -343,9 +402,17 @@ mod tests {
             },
             ..notifier(false)
         };
-        let resp = handle_batch(&n, event(include_str!("../../../events/notifier/transition.json")), now()).await;
+        let resp = handle_batch(
+            &n,
+            event(include_str!("../../../events/notifier/transition.json")),
+            now(),
+        )
+        .await;
         assert_eq!(resp.batch_item_failures.len(), 1);
-        assert!(n.publisher.sms.lock().unwrap().is_empty(), "one attempt only");
+        assert!(
+            n.publisher.sms.lock().unwrap().is_empty(),
+            "one attempt only"
+        );
         assert_eq!(*n.publisher.fail_first.lock().unwrap(), 0);
     }
 
@@ -355,7 +422,11 @@ mod tests {
         for attempt in 0..4 {
             let cap = 200u64 << attempt;
             let w = backoff(base, attempt, "NOTE#x").as_millis() as u64;
-            assert!(w >= cap / 2 && w <= cap, "attempt {attempt}: {w} not in [{}, {cap}]", cap / 2);
+            assert!(
+                w >= cap / 2 && w <= cap,
+                "attempt {attempt}: {w} not in [{}, {cap}]",
+                cap / 2
+            );
         }
     }
 }

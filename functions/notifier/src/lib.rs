@@ -18,7 +18,11 @@ pub type LiveNotifier = Notifier<DynamoStore, SnsPublisher>;
 
 pub fn build(sdk: &aws_config::SdkConfig, base: &Config, cfg: NotifierConfig) -> LiveNotifier {
     Notifier {
-        ledger: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &base.table_name, base.due_shards),
+        ledger: DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            &base.table_name,
+            base.due_shards,
+        ),
         publisher: SnsPublisher::new(aws_sdk_sns::Client::new(sdk), cfg.sms_sender_id.clone()),
         cfg,
     }
@@ -32,6 +36,9 @@ pub async fn from_env() -> Result<LiveNotifier, Error> {
     Ok(build(&sdk, &base, cfg))
 }
 
-pub async fn lambda(n: &LiveNotifier, event: LambdaEvent<Event>) -> Result<DynamoDbEventResponse, Error> {
+pub async fn lambda(
+    n: &LiveNotifier,
+    event: LambdaEvent<Event>,
+) -> Result<DynamoDbEventResponse, Error> {
     Ok(handle_batch(n, event.payload, chrono::Utc::now()).await)
 }

@@ -42,7 +42,8 @@ pub async fn run_schedule<D: DueIndex, Q: MessageSink>(
 ) -> Result<ScheduleReport, SchedulerError> {
     let mut report = ScheduleReport::default();
     let shards = due.shards();
-    let lease_until = now + chrono::Duration::from_std(cfg.lease).unwrap_or(chrono::Duration::minutes(15));
+    let lease_until =
+        now + chrono::Duration::from_std(cfg.lease).unwrap_or(chrono::Duration::minutes(15));
     // Start at a different shard each minute so a run cut short by its budget does not always
     // starve the same shards.
     let first = (now.timestamp() / 60).rem_euclid(i64::from(shards)) as u32;
@@ -153,7 +154,10 @@ mod tests {
     }
     impl MessageSink for FlakyQueue {
         async fn send_batch(&self, entries: &[Outgoing]) -> Result<Vec<String>, QueueError> {
-            assert!(entries.len() <= 10, "SendMessageBatch takes at most 10 entries");
+            assert!(
+                entries.len() <= 10,
+                "SendMessageBatch takes at most 10 entries"
+            );
             *self.calls.lock().unwrap() += 1;
             let mut fail = self.fail_once.lock().unwrap();
             let mut failed = Vec::new();
@@ -181,7 +185,14 @@ mod tests {
         let store = MemoryStore::new(4);
         for i in 0..n {
             let id = ShipmentId::parse("YTO", &format!("YT{:013}", i)).unwrap();
-            store.insert(Shipment::register(id, Priority::Normal, "kdniao", Recipient::default(), None, now));
+            store.insert(Shipment::register(
+                id,
+                Priority::Normal,
+                "kdniao",
+                Recipient::default(),
+                None,
+                now,
+            ));
         }
         store
     }
@@ -193,7 +204,10 @@ mod tests {
         let queue = FlakyQueue::default();
         queue.fail_once.lock().unwrap().push("m3".into());
         let r = run_schedule(&store, &queue, &cfg(1000), now).await.unwrap();
-        assert_eq!((r.due_found, r.leased, r.enqueued, r.send_failed), (25, 25, 25, 0));
+        assert_eq!(
+            (r.due_found, r.leased, r.enqueued, r.send_failed),
+            (25, 25, 25, 0)
+        );
         let mut bodies = queue.sent.lock().unwrap().clone();
         bodies.sort();
         bodies.dedup();
@@ -204,7 +218,13 @@ mod tests {
         assert_eq!(again.due_found, 0);
         // After the lease expires the shipments are due again (the tracker never answered).
         let later = now + chrono::Duration::minutes(16);
-        assert_eq!(run_schedule(&store, &queue, &cfg(1000), later).await.unwrap().enqueued, 25);
+        assert_eq!(
+            run_schedule(&store, &queue, &cfg(1000), later)
+                .await
+                .unwrap()
+                .enqueued,
+            25
+        );
     }
 
     #[tokio::test]
@@ -232,6 +252,9 @@ mod tests {
         let ev: aws_lambda_events::event::eventbridge::EventBridgeEvent =
             serde_json::from_str(include_str!("../../../events/scheduler/scheduled.json")).unwrap();
         assert_eq!(ev.detail_type, "Scheduled Event");
-        assert_eq!(ev.time, Some(Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap()));
+        assert_eq!(
+            ev.time,
+            Some(Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap())
+        );
     }
 }

@@ -29,7 +29,11 @@ impl Deps {
     }
     pub fn new(sdk: &aws_config::SdkConfig, base: &Config, cfg: SchedulerConfig) -> Deps {
         Deps {
-            store: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &base.table_name, base.due_shards),
+            store: DynamoStore::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                &base.table_name,
+                base.due_shards,
+            ),
             queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &cfg.queue_url),
             cfg,
         }
@@ -38,7 +42,15 @@ impl Deps {
 
 /// The Lambda entry: the scheduled event's `time` is "now" (so a replayed or simulated tick
 /// schedules as of its own time).
-pub async fn lambda(deps: &Deps, event: LambdaEvent<EventBridgeEvent>) -> Result<ScheduleReport, Error> {
-    let now = event.payload.time.unwrap_or_else(chrono::Utc::now);
+pub async fn lambda(
+    deps: &Deps,
+    event: LambdaEvent<EventBridgeEvent>,
+) -> Result<ScheduleReport, Error> {
+    handle(deps, event.payload).await
+}
+
+/// Handle one scheduled event (also what the local runner calls).
+pub async fn handle(deps: &Deps, event: EventBridgeEvent) -> Result<ScheduleReport, Error> {
+    let now = event.time.unwrap_or_else(chrono::Utc::now);
     Ok(run_schedule(&deps.store, &deps.queue, &deps.cfg, now).await?)
 }

@@ -25,7 +25,10 @@ pub struct Tracker<S, P, D> {
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Processed {
-    Checked { transition: Option<String>, new_events: usize },
+    Checked {
+        transition: Option<String>,
+        new_events: usize,
+    },
     /// Tracking already stopped (terminal status): nothing to do.
     AlreadyFinal,
 }
@@ -50,7 +53,11 @@ impl From<StoreError> for RecordError {
     }
 }
 
-pub async fn handle_batch<S, P, D>(t: &Tracker<S, P, D>, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse
+pub async fn handle_batch<S, P, D>(
+    t: &Tracker<S, P, D>,
+    event: SqsEvent,
+    now: DateTime<Utc>,
+) -> SqsBatchResponse
 where
     S: ShipmentStore,
     P: TraceProvider,
@@ -58,7 +65,10 @@ where
 {
     let results: Vec<Option<String>> = stream::iter(event.records)
         .map(|msg| {
-            let span = tracing::info_span!("message", message_id = msg.message_id.as_deref().unwrap_or(""));
+            let span = tracing::info_span!(
+                "message",
+                message_id = msg.message_id.as_deref().unwrap_or("")
+            );
             async move { handle_message(t, msg, now).await }.instrument(span)
         })
         .buffer_unordered(t.concurrency.max(1))
@@ -74,7 +84,11 @@ where
 }
 
 /// Returns the message id when the message must be reported as failed.
-async fn handle_message<S, P, D>(t: &Tracker<S, P, D>, msg: SqsMessage, now: DateTime<Utc>) -> Option<String>
+async fn handle_message<S, P, D>(
+    t: &Tracker<S, P, D>,
+    msg: SqsMessage,
+    now: DateTime<Utc>,
+) -> Option<String>
 where
     S: ShipmentStore,
     P: TraceProvider,
@@ -84,7 +98,11 @@ where
     let body = msg.body.as_deref().unwrap_or("");
     let result = match TrackMessage::parse(body) {
         Err(reason) => Err(RecordError::Permanent(reason)),
-        Ok((_, id)) => process(t, &id, now).instrument(tracing::info_span!("shipment", shipment = %id)).await,
+        Ok((_, id)) => {
+            process(t, &id, now)
+                .instrument(tracing::info_span!("shipment", shipment = %id))
+                .await
+        }
     };
     match result {
         Ok(p) => {
@@ -95,22 +113,28 @@ where
             tracing::warn!(%reason, "check failed; message returns to the queue");
             Some(message_id)
         }
-        Err(RecordError::Permanent(reason)) => match t.dead_letters.dead_letter(body, &reason).await {
-            Ok(()) => {
-                tracing::error!(%reason, "message sent to the dead-letter queue");
-                None
+        Err(RecordError::Permanent(reason)) => {
+            match t.dead_letters.dead_letter(body, &reason).await {
+                Ok(()) => {
+                    tracing::error!(%reason, "message sent to the dead-letter queue");
+                    None
+                }
+                Err(e) => {
+                    // Not lost: reported failed, the queue redelivers and its redrive policy ends it in the DLQ.
+                    tracing::error!(%reason, error = %e, "dead-lettering failed; message returns to the queue");
+                    Some(message_id)
+                }
             }
-            Err(e) => {
-                // Not lost: reported failed, the queue redelivers and its redrive policy ends it in the DLQ.
-                tracing::error!(%reason, error = %e, "dead-lettering failed; message returns to the queue");
-                Some(message_id)
-            }
-        },
+        }
     }
 }
 
 /// Check one shipment: read, query the provider once, fold, write conditionally (re-reading on a lost race).
-pub async fn process<S, P, D>(t: &Tracker<S, P, D>, id: &ShipmentId, now: DateTime<Utc>) -> Result<Processed, RecordError>
+pub async fn process<S, P, D>(
+    t: &Tracker<S, P, D>,
+    id: &ShipmentId,
+    now: DateTime<Utc>,
+) -> Result<Processed, RecordError>
 where
     S: ShipmentStore,
     P: TraceProvider,
@@ -119,7 +143,9 @@ where
     let mut snapshot: Option<TraceSnapshot> = None;
     for attempt in 0..CONFLICT_ATTEMPTS {
         let Some(shipment) = t.store.get(id).await? else {
-            return Err(RecordError::Permanent(format!("shipment {id} is not registered")));
+            return Err(RecordError::Permanent(format!(
+                "shipment {id} is not registered"
+            )));
         };
         if shipment.status.is_terminal() {
             return Ok(Processed::AlreadyFinal);
@@ -137,18 +163,24 @@ where
                         snapshot = Some(s.clone());
                         s
                     }
-                    Err(ProviderError::Retryable { reason, .. }) => return Err(RecordError::Retryable(reason)),
+                    Err(ProviderError::Retryable { reason, .. }) => {
+                        return Err(RecordError::Retryable(reason))
+                    }
                     Err(ProviderError::Permanent { reason, provider }) => {
                         let mut rejected = shipment.clone();
                         rejected.checked_at = Some(now);
                         rejected.last_error = Some(format!("{provider}: {reason}"));
-                        rejected.next_check_at = next_check_at(shipment.status, shipment.priority, now)
-                            .map(|t| t.max(now + chrono::Duration::hours(REJECTED_RECHECK_HOURS)));
+                        rejected.next_check_at =
+                            next_check_at(shipment.status, shipment.priority, now).map(|t| {
+                                t.max(now + chrono::Duration::hours(REJECTED_RECHECK_HOURS))
+                            });
                         match t.store.save(&rejected, &[]).await {
                             Ok(_) | Err(StoreError::Conflict(_)) => {}
                             Err(e) => return Err(e.into()),
                         }
-                        return Err(RecordError::Permanent(format!("{provider} rejected {id}: {reason}")));
+                        return Err(RecordError::Permanent(format!(
+                            "{provider} rejected {id}: {reason}"
+                        )));
                     }
                 }
             }
@@ -176,7 +208,9 @@ where
             Err(e) => return Err(e.into()),
         }
     }
-    Err(RecordError::Retryable(format!("{id}: still contended after {CONFLICT_ATTEMPTS} attempts")))
+    Err(RecordError::Retryable(format!(
+        "{id}: still contended after {CONFLICT_ATTEMPTS} attempts"
+    )))
 }
 
 #[cfg(test)]
@@ -189,10 +223,13 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Mutex;
 
+    /// A scripted answer: a snapshot, or an error `(retryable, reason)`.
+    type Answer = Result<TraceSnapshot, (bool, String)>;
+
     /// Provider answers by waybill number; unknown numbers are a retryable outage.
     #[derive(Default)]
     struct ScriptedProvider {
-        answers: Mutex<HashMap<String, Result<TraceSnapshot, (bool, String)>>>,
+        answers: Mutex<HashMap<String, Answer>>,
         calls: Mutex<usize>,
     }
     impl TraceProvider for ScriptedProvider {
@@ -225,7 +262,10 @@ mod tests {
     struct Dlq(Mutex<Vec<(String, String)>>);
     impl DeadLetters for Dlq {
         async fn dead_letter(&self, body: &str, reason: &str) -> Result<(), QueueError> {
-            self.0.lock().unwrap().push((body.to_string(), reason.to_string()));
+            self.0
+                .lock()
+                .unwrap()
+                .push((body.to_string(), reason.to_string()));
             Ok(())
         }
     }
@@ -253,9 +293,20 @@ mod tests {
 
     fn tracker() -> Tracker<MemoryStore, ScriptedProvider, Dlq> {
         let store = MemoryStore::new(4);
-        for (c, n) in [("YTO", "YT1000000000001"), ("SF", "SF1000000000002"), ("ZTO", "780000000000003")] {
+        for (c, n) in [
+            ("YTO", "YT1000000000001"),
+            ("SF", "SF1000000000002"),
+            ("ZTO", "780000000000003"),
+        ] {
             let id = ShipmentId::parse(c, n).unwrap();
-            store.insert(Shipment::register(id, Priority::Normal, "kdniao", Recipient::default(), None, now()));
+            store.insert(Shipment::register(
+                id,
+                Priority::Normal,
+                "kdniao",
+                Recipient::default(),
+                None,
+                now(),
+            ));
         }
         let provider = ScriptedProvider::default();
         {
@@ -279,7 +330,12 @@ mod tests {
     #[tokio::test]
     async fn a_clean_batch_checks_every_shipment_and_reports_no_failure() {
         let t = tracker();
-        let resp = handle_batch(&t, event(include_str!("../../../events/tracker/batch.json")), now()).await;
+        let resp = handle_batch(
+            &t,
+            event(include_str!("../../../events/tracker/batch.json")),
+            now(),
+        )
+        .await;
         assert!(resp.batch_item_failures.is_empty());
         let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
         let s = t.store.shipment(&id).unwrap();
@@ -306,12 +362,26 @@ mod tests {
     #[tokio::test]
     async fn malformed_messages_go_to_the_dlq_with_a_reason_and_the_rest_succeed() {
         let t = tracker();
-        let resp = handle_batch(&t, event(include_str!("../../../events/tracker/batch-with-malformed.json")), now()).await;
-        assert!(resp.batch_item_failures.is_empty(), "dead-lettered messages are acknowledged");
+        let resp = handle_batch(
+            &t,
+            event(include_str!(
+                "../../../events/tracker/batch-with-malformed.json"
+            )),
+            now(),
+        )
+        .await;
+        assert!(
+            resp.batch_item_failures.is_empty(),
+            "dead-lettered messages are acknowledged"
+        );
         let dlq = t.dead_letters.0.lock().unwrap().clone();
         assert_eq!(dlq.len(), 2);
-        assert!(dlq.iter().any(|(b, r)| b.contains("numb") && r.contains("not a track message")));
-        assert!(dlq.iter().any(|(b, r)| b.contains("??") && r.contains("tracking number")));
+        assert!(dlq
+            .iter()
+            .any(|(b, r)| b.contains("numb") && r.contains("not a track message")));
+        assert!(dlq
+            .iter()
+            .any(|(b, r)| b.contains("??") && r.contains("tracking number")));
         for (c, n) in [("YTO", "YT1000000000001"), ("ZTO", "780000000000003")] {
             let s = t.store.shipment(&ShipmentId::parse(c, n).unwrap()).unwrap();
             assert_eq!(s.status, Status::InTransit, "{c} {n} still checked");
@@ -326,28 +396,50 @@ mod tests {
             .lock()
             .unwrap()
             .insert("SF1000000000002".into(), Err((true, "HTTP 502".into())));
-        let resp = handle_batch(&t, event(include_str!("../../../events/tracker/batch.json")), now()).await;
-        let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
-        assert_eq!(failed, vec!["0b1b7d6c-5a2e-4c1a-9a0e-000000000002".to_string()]);
+        let resp = handle_batch(
+            &t,
+            event(include_str!("../../../events/tracker/batch.json")),
+            now(),
+        )
+        .await;
+        let failed: Vec<_> = resp
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        assert_eq!(
+            failed,
+            vec!["0b1b7d6c-5a2e-4c1a-9a0e-000000000002".to_string()]
+        );
         assert!(t.dead_letters.0.lock().unwrap().is_empty());
-        let sf = t.store.shipment(&ShipmentId::parse("SF", "SF1000000000002").unwrap()).unwrap();
+        let sf = t
+            .store
+            .shipment(&ShipmentId::parse("SF", "SF1000000000002").unwrap())
+            .unwrap();
         assert_eq!(sf.status, Status::Pending);
     }
 
     #[tokio::test]
     async fn a_permanent_rejection_is_recorded_dead_lettered_and_rechecked_later() {
         let t = tracker();
-        t.provider
-            .answers
-            .lock()
-            .unwrap()
-            .insert("SF1000000000002".into(), Err((false, "运单号不存在".into())));
-        let resp = handle_batch(&t, event(include_str!("../../../events/tracker/batch.json")), now()).await;
+        t.provider.answers.lock().unwrap().insert(
+            "SF1000000000002".into(),
+            Err((false, "运单号不存在".into())),
+        );
+        let resp = handle_batch(
+            &t,
+            event(include_str!("../../../events/tracker/batch.json")),
+            now(),
+        )
+        .await;
         assert!(resp.batch_item_failures.is_empty());
         let dlq = t.dead_letters.0.lock().unwrap().clone();
         assert_eq!(dlq.len(), 1);
         assert!(dlq[0].1.contains("运单号不存在"));
-        let sf = t.store.shipment(&ShipmentId::parse("SF", "SF1000000000002").unwrap()).unwrap();
+        let sf = t
+            .store
+            .shipment(&ShipmentId::parse("SF", "SF1000000000002").unwrap())
+            .unwrap();
         assert_eq!(sf.last_error.as_deref(), Some("kdniao: 运单号不存在"));
         assert_eq!(sf.next_check_at, Some(now() + chrono::Duration::hours(6)));
     }
@@ -361,7 +453,10 @@ mod tests {
         s.next_check_at = None;
         t.store.insert(s);
         let before = *t.provider.calls.lock().unwrap();
-        assert_eq!(process(&t, &id, now()).await.unwrap(), Processed::AlreadyFinal);
+        assert_eq!(
+            process(&t, &id, now()).await.unwrap(),
+            Processed::AlreadyFinal
+        );
         assert_eq!(*t.provider.calls.lock().unwrap(), before);
     }
 }

@@ -15,14 +15,22 @@ use parcelwatch::store::DynamoStore;
 pub type LiveTracker = Tracker<DynamoStore, KdniaoClient, SqsQueue>;
 
 /// Build the tracker from configuration and an SDK config (clients once per cold start).
-pub fn build(sdk: &aws_config::SdkConfig, base: &Config, cfg: TrackerConfig) -> Result<LiveTracker, Error> {
+pub fn build(
+    sdk: &aws_config::SdkConfig,
+    base: &Config,
+    cfg: TrackerConfig,
+) -> Result<LiveTracker, Error> {
     let http = reqwest::Client::builder()
         .timeout(cfg.kdniao.timeout)
         .connect_timeout(std::time::Duration::from_secs(3))
         .pool_idle_timeout(std::time::Duration::from_secs(50))
         .build()?;
     Ok(Tracker {
-        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &base.table_name, base.due_shards),
+        store: DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            &base.table_name,
+            base.due_shards,
+        ),
         provider: KdniaoClient::new(cfg.kdniao.clone(), http),
         dead_letters: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &cfg.dead_letter_queue_url),
         concurrency: cfg.concurrency,
@@ -37,6 +45,9 @@ pub async fn from_env() -> Result<LiveTracker, Error> {
     build(&sdk, &base, cfg)
 }
 
-pub async fn lambda(tracker: &LiveTracker, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+pub async fn lambda(
+    tracker: &LiveTracker,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Error> {
     Ok(handle_batch(tracker, event.payload, chrono::Utc::now()).await)
 }

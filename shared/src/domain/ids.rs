@@ -28,7 +28,8 @@ impl Carrier {
         if s.is_empty() {
             return Err(IdError::EmptyCarrier);
         }
-        if !(2..=16).contains(&s.len()) || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if !(2..=16).contains(&s.len()) || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return Err(IdError::BadCarrier(raw.to_string()));
         }
         Ok(Carrier(s.to_ascii_uppercase()))
@@ -103,7 +104,8 @@ impl TrackingNumber {
         if s.is_empty() {
             return Err(IdError::EmptyNumber);
         }
-        if !(6..=32).contains(&s.len()) || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if !(6..=32).contains(&s.len()) || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
             return Err(IdError::BadNumber(raw.to_string()));
         }
         Ok(TrackingNumber(s.to_ascii_uppercase()))
@@ -142,7 +144,10 @@ impl ShipmentId {
         ShipmentId { carrier, number }
     }
     pub fn parse(carrier: &str, number: &str) -> Result<Self, IdError> {
-        Ok(ShipmentId::new(Carrier::parse(carrier)?, TrackingNumber::parse(number)?))
+        Ok(ShipmentId::new(
+            Carrier::parse(carrier)?,
+            TrackingNumber::parse(number)?,
+        ))
     }
     /// Partition key of the shipment's items: `SHIP#{carrier}#{number}`.
     pub fn pk(&self) -> String {
@@ -248,17 +253,29 @@ mod tests {
 
     #[test]
     fn tracking_numbers_are_normalised_and_validated() {
-        assert_eq!(TrackingNumber::parse(" yt 1234 5678 ").unwrap().as_str(), "YT12345678");
+        assert_eq!(
+            TrackingNumber::parse(" yt 1234 5678 ").unwrap().as_str(),
+            "YT12345678"
+        );
         assert_eq!(TrackingNumber::parse(""), Err(IdError::EmptyNumber));
-        assert!(matches!(TrackingNumber::parse("12345"), Err(IdError::BadNumber(_))));
-        assert!(matches!(TrackingNumber::parse("1234567;DROP"), Err(IdError::BadNumber(_))));
+        assert!(matches!(
+            TrackingNumber::parse("12345"),
+            Err(IdError::BadNumber(_))
+        ));
+        assert!(matches!(
+            TrackingNumber::parse("1234567;DROP"),
+            Err(IdError::BadNumber(_))
+        ));
         assert!(TrackingNumber::parse(&"9".repeat(33)).is_err());
     }
 
     #[test]
     fn carriers_are_upper_cased_and_validated() {
         assert_eq!(Carrier::parse("yto").unwrap().as_str(), "YTO");
-        assert!(matches!(Carrier::parse("Y T O"), Err(IdError::BadCarrier(_))));
+        assert!(matches!(
+            Carrier::parse("Y T O"),
+            Err(IdError::BadCarrier(_))
+        ));
         assert_eq!(Carrier::parse(" "), Err(IdError::EmptyCarrier));
     }
 

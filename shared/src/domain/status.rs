@@ -69,7 +69,10 @@ impl Status {
 
     /// Does a buyer want to hear that the parcel has reached this status?
     pub fn is_buyer_facing(self) -> bool {
-        !matches!(self, Status::Pending | Status::InfoReceived | Status::Expired)
+        !matches!(
+            self,
+            Status::Pending | Status::InfoReceived | Status::Expired
+        )
     }
 
     /// Progress along the forward journey. Used to refuse a regression when a
@@ -159,8 +162,14 @@ mod tests {
 
     #[test]
     fn terminal_statuses_are_exactly_the_final_ones() {
-        let terminal: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_terminal()).collect();
-        assert_eq!(terminal, vec![Status::Delivered, Status::Returned, Status::Expired]);
+        let terminal: Vec<_> = Status::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(
+            terminal,
+            vec![Status::Delivered, Status::Returned, Status::Expired]
+        );
     }
 
     #[test]

@@ -25,8 +25,16 @@ impl PublishError {
 
 pub trait Publisher: Send + Sync {
     /// Send a transactional SMS; returns the provider's message id.
-    fn sms(&self, to: &PhoneNumber, text: &str) -> impl Future<Output = Result<String, PublishError>> + Send;
+    fn sms(
+        &self,
+        to: &PhoneNumber,
+        text: &str,
+    ) -> impl Future<Output = Result<String, PublishError>> + Send;
     /// Publish a JSON document to a topic; returns the message id.
-    fn topic(&self, topic_arn: &str, subject: &str, json: &str)
-        -> impl Future<Output = Result<String, PublishError>> + Send;
+    fn topic(
+        &self,
+        topic_arn: &str,
+        subject: &str,
+        json: &str,
+    ) -> impl Future<Output = Result<String, PublishError>> + Send;
 }

@@ -18,7 +18,10 @@ impl SnsPublisher {
     }
 }
 
-fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
+fn classify<
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+>(
     e: SdkError<E, R>,
 ) -> PublishError {
     let code = e.code().unwrap_or_default().to_string();
@@ -32,8 +35,13 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         }
         _ if matches!(
             code.as_str(),
-            "Throttling" | "ThrottledException" | "ThrottlingException" | "InternalError" | "InternalErrorException"
-                | "KMSThrottlingException" | "ServiceUnavailable"
+            "Throttling"
+                | "ThrottledException"
+                | "ThrottlingException"
+                | "InternalError"
+                | "InternalErrorException"
+                | "KMSThrottlingException"
+                | "ServiceUnavailable"
         ) =>
         {
             PublishError::Retryable(msg)
@@ -65,7 +73,12 @@ impl Publisher for SnsPublisher {
         Ok(out.message_id().unwrap_or_default().to_string())
     }
 
-    async fn topic(&self, topic_arn: &str, subject: &str, json: &str) -> Result<String, PublishError> {
+    async fn topic(
+        &self,
+        topic_arn: &str,
+        subject: &str,
+        json: &str,
+    ) -> Result<String, PublishError> {
         let out = self
             .client
             .publish()

@@ -30,7 +30,10 @@ pub enum ProviderError {
     /// Will fail the same way every time: bad credentials/signature, unknown carrier,
     /// malformed waybill, a body we cannot parse.
     #[error("provider {provider} rejected the query: {reason}")]
-    Permanent { provider: &'static str, reason: String },
+    Permanent {
+        provider: &'static str,
+        reason: String,
+    },
 }
 
 impl ProviderError {
@@ -43,7 +46,10 @@ impl ProviderError {
 pub trait TraceProvider: Send + Sync {
     /// Short name used in sub-statuses and logs: `kdniao`.
     fn name(&self) -> &'static str;
-    fn query(&self, q: &TraceQuery) -> impl Future<Output = Result<TraceSnapshot, ProviderError>> + Send;
+    fn query(
+        &self,
+        q: &TraceQuery,
+    ) -> impl Future<Output = Result<TraceSnapshot, ProviderError>> + Send;
 }
 
 /// Lower-case hex of bytes (md-5 0.11 digests no longer format with `{:x}`).

@@ -28,7 +28,8 @@ impl TrackMessage {
     }
     /// Parse and validate a message body. The error says what is wrong, for the DLQ record.
     pub fn parse(body: &str) -> Result<(TrackMessage, ShipmentId), String> {
-        let m: TrackMessage = serde_json::from_str(body).map_err(|e| format!("body is not a track message: {e}"))?;
+        let m: TrackMessage =
+            serde_json::from_str(body).map_err(|e| format!("body is not a track message: {e}"))?;
         let id = ShipmentId::parse(&m.carrier, &m.number).map_err(|e| e.to_string())?;
         Ok((m, id))
     }
@@ -51,10 +52,17 @@ pub struct Outgoing {
 
 pub trait MessageSink: Send + Sync {
     /// Send up to 10 entries; returns the ids of the entries that failed (SendMessageBatch `Failed`).
-    fn send_batch(&self, entries: &[Outgoing]) -> impl Future<Output = Result<Vec<String>, QueueError>> + Send;
+    fn send_batch(
+        &self,
+        entries: &[Outgoing],
+    ) -> impl Future<Output = Result<Vec<String>, QueueError>> + Send;
 }
 
 /// Where a message that can never succeed goes, with the reason.
 pub trait DeadLetters: Send + Sync {
-    fn dead_letter(&self, body: &str, reason: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
+    fn dead_letter(
+        &self,
+        body: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }

@@ -13,11 +13,17 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(client: Client, url: impl Into<String>) -> Self {
-        SqsQueue { client, url: url.into() }
+        SqsQueue {
+            client,
+            url: url.into(),
+        }
     }
 }
 
-fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
+fn classify<
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+>(
     e: SdkError<E, R>,
 ) -> QueueError {
     let code = e.code().unwrap_or_default().to_string();
@@ -26,8 +32,13 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         other => other.to_string(),
     };
     match e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => QueueError::Retryable(msg),
-        _ if code.contains("Throttl") || code.contains("RequestThrottled") || code.contains("Internal") => {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            QueueError::Retryable(msg)
+        }
+        _ if code.contains("Throttl")
+            || code.contains("RequestThrottled")
+            || code.contains("Internal") =>
+        {
             QueueError::Retryable(msg)
         }
         _ => QueueError::Permanent(msg),

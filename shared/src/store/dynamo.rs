@@ -4,7 +4,9 @@ use super::record::{EventRecord, ShipmentRecord, META};
 use super::{Claim, DueEntry, DueIndex, Ledger, ShipmentStore, StoreError};
 use crate::domain::{fmt_time, EventKey, Shipment, ShipmentId, TraceEvent};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
+};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -37,7 +39,9 @@ fn s(v: impl Into<String>) -> AttributeValue {
 }
 
 /// Classify an SDK failure once: lost condition → Conflict; throttling, 5xx, timeouts → Retryable.
-pub(crate) fn classify<E>(err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> StoreError
+pub(crate) fn classify<E>(
+    err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -47,7 +51,9 @@ where
         other => format!("{other}"),
     };
     match code.as_str() {
-        "ConditionalCheckFailedException" | "TransactionConflictException" => StoreError::Conflict(msg),
+        "ConditionalCheckFailedException" | "TransactionConflictException" => {
+            StoreError::Conflict(msg)
+        }
         "ProvisionedThroughputExceededException"
         | "ThrottlingException"
         | "RequestLimitExceeded"
@@ -55,10 +61,12 @@ where
         | "ServiceUnavailable"
         | "LimitExceededException" => StoreError::Retryable(msg),
         _ => match err {
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => StoreError::Retryable(msg),
+            SdkError::ServiceError(ref se) if se.raw().status().is_server_error() => {
                 StoreError::Retryable(msg)
             }
-            SdkError::ServiceError(ref se) if se.raw().status().is_server_error() => StoreError::Retryable(msg),
             _ => StoreError::Permanent(msg),
         },
     }
@@ -69,7 +77,11 @@ fn to_item<T: serde::Serialize>(v: &T) -> Result<HashMap<String, AttributeValue>
 }
 
 fn decode_shipment(item: HashMap<String, AttributeValue>) -> Result<Shipment, StoreError> {
-    let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let pk = item
+        .get("pk")
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
     let rec: ShipmentRecord = serde_dynamo::from_item(item).map_err(|e| super::BadRecord {
         pk,
         reason: e.to_string(),
@@ -109,7 +121,11 @@ impl ShipmentStore for DynamoStore {
         }
     }
 
-    async fn save(&self, shipment: &Shipment, new_events: &[(EventKey, TraceEvent)]) -> Result<u64, StoreError> {
+    async fn save(
+        &self,
+        shipment: &Shipment,
+        new_events: &[(EventKey, TraceEvent)],
+    ) -> Result<u64, StoreError> {
         // Trace lines first: their keys are deterministic, so a retried or lost-race write of the same
         // lines rewrites identical items and never double-records an event.
         let mut requests = Vec::with_capacity(new_events.len());
@@ -182,7 +198,12 @@ impl DueIndex for DynamoStore {
         self.due_shards
     }
 
-    async fn due(&self, shard: u32, until: DateTime<Utc>, limit: usize) -> Result<Vec<DueEntry>, StoreError> {
+    async fn due(
+        &self,
+        shard: u32,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueEntry>, StoreError> {
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         while out.len() < limit {
@@ -208,7 +229,9 @@ impl DueIndex for DynamoStore {
                             id,
                             due_sk: due.clone(),
                         }),
-                        Err(e) => tracing::warn!(pk = %pk, error = %e, "due index entry with a bad key skipped"),
+                        Err(e) => {
+                            tracing::warn!(pk = %pk, error = %e, "due index entry with a bad key skipped")
+                        }
                     },
                     _ => tracing::warn!("due index entry without pk/due_sk skipped"),
                 }
@@ -251,7 +274,8 @@ impl Ledger for DynamoStore {
         now: DateTime<Utc>,
         stale_after: Duration,
     ) -> Result<Claim, StoreError> {
-        let stale = now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::minutes(5));
+        let stale =
+            now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::minutes(5));
         let res = self
             .client
             .put_item()
@@ -290,7 +314,13 @@ impl Ledger for DynamoStore {
         }
     }
 
-    async fn complete(&self, id: &ShipmentId, note: &str, message_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        id: &ShipmentId,
+        note: &str,
+        message_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.client
             .update_item()
             .table_name(&self.table)

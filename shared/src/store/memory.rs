@@ -58,7 +58,11 @@ impl ShipmentStore for MemoryStore {
         m.insert(shipment.id.clone(), shipment.clone());
         Ok(true)
     }
-    async fn save(&self, shipment: &Shipment, new_events: &[(EventKey, TraceEvent)]) -> Result<u64, StoreError> {
+    async fn save(
+        &self,
+        shipment: &Shipment,
+        new_events: &[(EventKey, TraceEvent)],
+    ) -> Result<u64, StoreError> {
         {
             let mut ev = lock(&self.events);
             for (k, e) in new_events {
@@ -85,7 +89,12 @@ impl DueIndex for MemoryStore {
     fn shards(&self) -> u32 {
         self.shards
     }
-    async fn due(&self, shard: u32, until: DateTime<Utc>, limit: usize) -> Result<Vec<DueEntry>, StoreError> {
+    async fn due(
+        &self,
+        shard: u32,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueEntry>, StoreError> {
         let m = lock(&self.shipments);
         let mut due: Vec<DueEntry> = m
             .values()
@@ -122,7 +131,8 @@ impl Ledger for MemoryStore {
     ) -> Result<Claim, StoreError> {
         let mut l = lock(&self.ledger);
         let key = (id.clone(), note.to_string());
-        let stale = now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::minutes(5));
+        let stale =
+            now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::minutes(5));
         match l.get(&key) {
             Some(e) if e.state == "sent" => return Ok(Claim::AlreadySent),
             Some(e) if e.state == "sending" && e.claimed_at >= stale => return Ok(Claim::InFlight),
@@ -138,7 +148,13 @@ impl Ledger for MemoryStore {
         );
         Ok(Claim::Claimed)
     }
-    async fn complete(&self, id: &ShipmentId, note: &str, message_id: &str, _now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        id: &ShipmentId,
+        note: &str,
+        message_id: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         if let Some(e) = lock(&self.ledger).get_mut(&(id.clone(), note.to_string())) {
             e.state = "sent".into();
             e.message_id = Some(message_id.to_string());

@@ -38,7 +38,10 @@ impl StoreError {
 
 /// Read and write shipments.
 pub trait ShipmentStore: Send + Sync {
-    fn get(&self, id: &ShipmentId) -> impl Future<Output = Result<Option<Shipment>, StoreError>> + Send;
+    fn get(
+        &self,
+        id: &ShipmentId,
+    ) -> impl Future<Output = Result<Option<Shipment>, StoreError>> + Send;
 
     /// Insert if absent. `Ok(false)` when the shipment already exists (registration is idempotent).
     fn create(&self, shipment: &Shipment) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -73,7 +76,11 @@ pub trait DueIndex: Send + Sync {
     ) -> impl Future<Output = Result<Vec<DueEntry>, StoreError>> + Send;
     /// Push the due time to `until` while the check is in flight, on condition that nobody else
     /// leased or checked it meanwhile. `Ok(false)`: someone did; do not enqueue it.
-    fn lease(&self, entry: &DueEntry, until: DateTime<Utc>) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn lease(
+        &self,
+        entry: &DueEntry,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// The result of trying to claim a (transition, channel) send.
@@ -105,7 +112,12 @@ pub trait Ledger: Send + Sync {
         message_id: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn release(&self, id: &ShipmentId, note: &str, reason: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn release(
+        &self,
+        id: &ShipmentId,
+        note: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Ledger sort key for one transition on one channel.

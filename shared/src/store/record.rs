@@ -3,8 +3,8 @@
 //! (`serde_dynamo::Item` in aws_lambda_events), so the notifier reads exactly what the tracker wrote.
 
 use crate::domain::{
-    fmt_time, parse_time, EventKey, Locale, PhoneNumber, Priority, Recipient, Shipment, ShipmentId, Status, SubStatus,
-    TraceEvent,
+    fmt_time, parse_time, EventKey, Locale, PhoneNumber, Priority, Recipient, Shipment, ShipmentId,
+    Status, SubStatus, TraceEvent,
 };
 use serde::{Deserialize, Serialize};
 
@@ -87,7 +87,9 @@ impl ShipmentRecord {
             last_event_code: last.and_then(|(_, e)| e.raw_code.clone()),
             event_count: s.event_count,
             checked_at: s.checked_at.map(fmt_time),
-            due_pk: next.as_ref().map(|_| format!("DUE#{}", s.id.due_shard(due_shards))),
+            due_pk: next
+                .as_ref()
+                .map(|_| format!("DUE#{}", s.id.due_shard(due_shards))),
             due_sk: next.clone(),
             next_check_at: next,
             priority: s.priority.as_str().to_string(),
@@ -103,12 +105,21 @@ impl ShipmentRecord {
 
     pub fn into_shipment(self) -> Result<Shipment, BadRecord> {
         let pk = self.pk.clone();
-        let bad = |reason: String| BadRecord { pk: pk.clone(), reason };
-        let time = |field: &str, v: &str| parse_time(v).ok_or_else(|| bad(format!("{field} `{v}` is not RFC 3339")));
-        let opt_time = |field: &str, v: &Option<String>| v.as_deref().map(|v| time(field, v)).transpose();
+        let bad = |reason: String| BadRecord {
+            pk: pk.clone(),
+            reason,
+        };
+        let time = |field: &str, v: &str| {
+            parse_time(v).ok_or_else(|| bad(format!("{field} `{v}` is not RFC 3339")))
+        };
+        let opt_time =
+            |field: &str, v: &Option<String>| v.as_deref().map(|v| time(field, v)).transpose();
 
         let id = ShipmentId::parse(&self.carrier, &self.number).map_err(|e| bad(e.to_string()))?;
-        let status: Status = self.status.parse().map_err(|e: crate::domain::status::UnknownStatus| bad(e.to_string()))?;
+        let status: Status = self
+            .status
+            .parse()
+            .map_err(|e: crate::domain::status::UnknownStatus| bad(e.to_string()))?;
         let sub_status = match &self.sub_status {
             Some(s) => Some(s.parse::<SubStatus>().map_err(|e| bad(e.to_string()))?),
             None => None,
@@ -120,7 +131,10 @@ impl ShipmentRecord {
                     time: t,
                     description: self.last_event_desc.clone().unwrap_or_default(),
                     location: self.last_event_location.clone(),
-                    status: self.last_event_status.as_deref().and_then(|s| s.parse().ok()),
+                    status: self
+                        .last_event_status
+                        .as_deref()
+                        .and_then(|s| s.parse().ok()),
                     raw_code: self.last_event_code.clone(),
                 };
                 Some((
@@ -228,7 +242,10 @@ mod tests {
     fn shipment_round_trips_through_the_record_and_a_dynamodb_item() {
         let s = sample();
         let rec = ShipmentRecord::from_shipment(&s, 16);
-        assert_eq!(rec.due_pk.as_deref(), Some(format!("DUE#{}", s.id.due_shard(16)).as_str()));
+        assert_eq!(
+            rec.due_pk.as_deref(),
+            Some(format!("DUE#{}", s.id.due_shard(16)).as_str())
+        );
         assert_eq!(rec.due_sk, rec.next_check_at);
         let item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> =
             serde_dynamo::to_item(&rec).unwrap();

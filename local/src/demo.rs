@@ -1,0 +1,126 @@
+//! The demo driver behind `make demo`.
+
+use crate::pipeline::{BoxError, Pipeline, PipelineOptions};
+use crate::report::DemoReport;
+use chrono::Duration;
+use parcelwatch::domain::Status;
+use std::io::Write;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct DemoArgs {
+    pub shipments: usize,
+    pub days: i64,
+    pub seed: u64,
+    pub tick_minutes: i64,
+}
+
+impl DemoArgs {
+    pub fn parse(args: impl Iterator<Item = String>) -> Result<DemoArgs, String> {
+        let mut a = DemoArgs {
+            shipments: 200,
+            days: 6,
+            seed: 7,
+            tick_minutes: 10,
+        };
+        let mut it = args;
+        while let Some(flag) = it.next() {
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let bad = |e: std::num::ParseIntError| format!("{flag} {value}: {e}");
+            match flag.as_str() {
+                "--shipments" => a.shipments = value.parse().map_err(bad)?,
+                "--days" => a.days = value.parse().map_err(bad)?,
+                "--seed" => a.seed = value.parse().map_err(bad)?,
+                "--tick-minutes" => a.tick_minutes = value.parse().map_err(bad)?,
+                other => return Err(format!("unknown flag {other}")),
+            }
+        }
+        if a.shipments == 0 || a.days <= 0 || a.tick_minutes <= 0 {
+            return Err("--shipments, --days and --tick-minutes must be positive".into());
+        }
+        Ok(a)
+    }
+}
+
+pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
+    let wall = Instant::now();
+    eprintln!("starting the local stack (moto + template.yaml resources + carrier sandbox)…");
+    let mut p = Pipeline::start(PipelineOptions {
+        seed: args.seed,
+        tick: Duration::minutes(args.tick_minutes),
+        ..PipelineOptions::default()
+    })
+    .await?;
+    eprintln!(
+        "moto at {} | table {} | sandbox at {}",
+        p.stack.endpoint,
+        p.stack.table_name,
+        p.sandbox.base_url()
+    );
+    let parcels = p
+        .register_demo_parcels(args.shipments, Duration::hours(24))
+        .await?;
+    eprintln!(
+        "registered {} parcels (shipped over the first simulated day); simulating up to {} days, one tick = {} min",
+        parcels.len(),
+        args.days,
+        args.tick_minutes
+    );
+    let end = p.now() + Duration::days(args.days);
+    let mut last_print = p.now();
+    while p.now() < end {
+        p.tick().await?;
+        if p.now() - last_print >= Duration::hours(6) {
+            last_print = p.now();
+            let open = p
+                .shipments()
+                .await?
+                .iter()
+                .filter(|s| !s.status.is_terminal())
+                .count();
+            let sms = p.sent_sms().await?.len();
+            eprint!(
+                "\r[{}] checks {:>7} | stream records {:>7} | SMS {:>6} | still moving {:>5} | {:>5.0}s ",
+                p.now().format("%m-%d %H:%M"),
+                p.totals.messages,
+                p.totals.stream_records,
+                sms,
+                open,
+                wall.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+            if open == 0 {
+                break;
+            }
+        }
+    }
+    eprintln!();
+    let report = DemoReport::collect(&p, &parcels).await?;
+    println!();
+    println!(
+        "parcelwatch demo — {} parcels, seed {}, simulated {} → {}",
+        args.shipments,
+        args.seed,
+        p.opts.start.format("%Y-%m-%d %H:%M"),
+        p.now().format("%Y-%m-%d %H:%M")
+    );
+    println!("{}", report.table());
+    println!(
+        "wall time {:.1}s | scheduler ticks {} | tracker invocations {} | notifier invocations {}",
+        wall.elapsed().as_secs_f64(),
+        p.totals.ticks,
+        p.totals.tracker_batches,
+        p.totals.stream_batches
+    );
+    if report
+        .by_status
+        .get(&Status::Delivered)
+        .copied()
+        .unwrap_or(0)
+        == 0
+        || report.sms_total == 0
+    {
+        return Err("no parcel was delivered or no SMS was sent: the pipeline is broken".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! The embedded local stack: moto (real AWS APIs on loopback), the carrier sandbox, and the
+//! in-process runner that feeds the functions with AWS's event-source semantics.
+
+pub mod clock;
+pub mod demo;
+pub mod moto;
+pub mod pipeline;
+pub mod provision;
+pub mod report;
+pub mod runner;
+pub mod sandbox;
+pub mod stack;

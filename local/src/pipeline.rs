@@ -1,0 +1,431 @@
+//! The whole product on the local stack, in one process: moto (real AWS APIs), the carrier
+//! sandbox, and the three functions driven with Lambda's event-source semantics on a simulated
+//! clock. The demo and the integration tests are built on this.
+
+use crate::clock::{Clock, SimClock};
+use crate::moto::{sent_sms, SentSms};
+use crate::runner::sqs::SqsSource;
+use crate::runner::stream::{StartingPosition, StreamSource};
+use crate::runner::ScheduleTick;
+use crate::sandbox::journey::{waybill_number, Journey};
+use crate::sandbox::{Sandbox, SandboxConfig, DEFAULT_APP_KEY, DEFAULT_EBUSINESS_ID};
+use crate::stack::LocalStack;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use parcelwatch::config::{Config, NotifierConfig, SchedulerConfig, TrackerConfig};
+use parcelwatch::domain::{Locale, PhoneNumber, Priority, Recipient, Shipment, ShipmentId};
+use parcelwatch::store::{ShipmentRecord, ShipmentStore};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Carriers the demo ships with, and their share.
+pub const DEMO_CARRIERS: [&str; 7] = ["YTO", "ZTO", "STO", "YD", "SF", "JD", "EMS"];
+
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    pub seed: u64,
+    /// Simulated start time.
+    pub start: DateTime<Utc>,
+    /// Simulated time between two scheduler ticks.
+    pub tick: Duration,
+    /// Overrides of the template's function environment (e.g. `SCHEDULER_MAX_ENQUEUE`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            seed: 7,
+            start: Utc
+                .with_ymd_and_hms(2026, 11, 24, 0, 0, 0)
+                .single()
+                .unwrap_or_else(Utc::now),
+            tick: Duration::minutes(10),
+            // Fewer due shards locally: each is one Query per tick, and moto is the bottleneck.
+            env: vec![
+                ("SCHEDULER_MAX_ENQUEUE".into(), "400".into()),
+                ("DUE_SHARDS".into(), "4".into()),
+            ],
+        }
+    }
+}
+
+/// Counters of one tick.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TickReport {
+    pub enqueued: usize,
+    pub tracker_batches: usize,
+    pub messages: usize,
+    pub message_failures: usize,
+    pub stream_batches: usize,
+    pub stream_records: usize,
+}
+
+/// Running totals.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub ticks: u64,
+    pub enqueued: u64,
+    pub tracker_batches: u64,
+    pub messages: u64,
+    pub message_failures: u64,
+    pub stream_batches: u64,
+    pub stream_records: u64,
+}
+
+/// A registered demo parcel and its planned journey (the simulator's truth).
+#[derive(Debug, Clone)]
+pub struct Parcel {
+    pub id: ShipmentId,
+    pub phone: PhoneNumber,
+    pub journey: Journey,
+}
+
+pub struct Pipeline {
+    pub stack: LocalStack,
+    pub sandbox: Sandbox,
+    pub clock: Arc<SimClock>,
+    pub opts: PipelineOptions,
+    pub base: Config,
+    pub scheduler: scheduler::Deps,
+    pub tracker: tracker::LiveTracker,
+    pub notifier: notifier::LiveNotifier,
+    pub tracking: SqsSource,
+    pub stream: StreamSource,
+    pub schedule: ScheduleTick,
+    pub sqs: aws_sdk_sqs::Client,
+    pub streams: aws_sdk_dynamodbstreams::Client,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub totals: Totals,
+    /// Something outside the scheduler put work on the queue: drain on the next tick.
+    dirty: bool,
+}
+
+impl Pipeline {
+    /// Start moto (shared by the process), provision template.yaml, start the sandbox, build the
+    /// functions from the template's environment pointed at both.
+    pub async fn start(opts: PipelineOptions) -> Result<Pipeline, BoxError> {
+        let stack = LocalStack::start_shared().await?;
+        Self::on_stack(stack, opts).await
+    }
+
+    pub async fn on_stack(stack: LocalStack, opts: PipelineOptions) -> Result<Pipeline, BoxError> {
+        let clock = Arc::new(SimClock::new(opts.start));
+        let sandbox = Sandbox::start(
+            SandboxConfig {
+                seed: opts.seed,
+                ebusiness_id: DEFAULT_EBUSINESS_ID.into(),
+                app_key: DEFAULT_APP_KEY.into(),
+                port: None,
+            },
+            clock.clone() as Arc<dyn Clock>,
+        )
+        .await?;
+
+        let env_for = |binary: &str| -> HashMap<String, String> {
+            let mut env: HashMap<String, String> = stack
+                .function_env(binary)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            env.insert("KDNIAO_ENDPOINT".into(), sandbox.kdniao_endpoint());
+            env.insert("KDNIAO_EBUSINESS_ID".into(), sandbox.ebusiness_id().into());
+            env.insert("KDNIAO_APP_KEY".into(), sandbox.app_key().into());
+            env.entry("TRACKING_DLQ_URL".into())
+                .or_insert_with(|| stack.tracking_dlq_url.clone());
+            for (k, v) in &opts.env {
+                env.insert(k.clone(), v.clone());
+            }
+            env
+        };
+        let sdk = &stack.sdk_config;
+        let sched_env = env_for("scheduler");
+        let base = Config::from_env(&sched_env)?;
+        let scheduler = scheduler::Deps::new(sdk, &base, SchedulerConfig::from_env(&sched_env)?);
+        let tracker_env = env_for("tracker");
+        let tracker = tracker::build(
+            sdk,
+            &Config::from_env(&tracker_env)?,
+            TrackerConfig::from_env(&tracker_env)?,
+        )?;
+        let notifier_env = env_for("notifier");
+        let notifier = notifier::build(
+            sdk,
+            &Config::from_env(&notifier_env)?,
+            NotifierConfig::from_env(&notifier_env)?,
+        );
+
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let streams = aws_sdk_dynamodbstreams::Client::new(sdk);
+        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+        let src = &stack.event_sources;
+        let tracking = SqsSource::for_queue(
+            &sqs,
+            &stack.tracking_queue_url,
+            src.tracker_sqs.batch_size as i32,
+            std::time::Duration::ZERO,
+        )
+        .await?;
+        let spec = &src.notifier_stream;
+        let start_pos = if spec.starting_position == "LATEST" {
+            StartingPosition::Latest
+        } else {
+            StartingPosition::TrimHorizon
+        };
+        let mut stream = StreamSource::new(
+            &stack.table_stream_arn,
+            format!(
+                "arn:aws:lambda:us-east-1:123456789012:function:{}-notifier",
+                stack.prefix
+            ),
+            start_pos,
+        )?
+        .with_batch_size(spec.batch_size as i32)
+        .with_max_retry_attempts(spec.max_retry_attempts)
+        .with_bisect_on_error(spec.bisect_on_error);
+        stream = stream.with_on_failure_queue(&stack.notify_failure_queue_url);
+        let schedule = ScheduleTick::new(format!(
+            "arn:aws:events:us-east-1:123456789012:rule/{}-schedule",
+            stack.prefix
+        ))?;
+
+        let mut p = Pipeline {
+            stack,
+            sandbox,
+            clock,
+            opts,
+            base,
+            scheduler,
+            tracker,
+            notifier,
+            tracking,
+            stream,
+            schedule,
+            sqs,
+            streams,
+            dynamo,
+            totals: Totals::default(),
+            dirty: false,
+        };
+        // With LATEST, Lambda starts reading at the mapping's creation: take the shard positions now.
+        p.drain_stream().await?;
+        Ok(p)
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Register `n` parcels across carriers, shipped (picked up) at staggered times over `spread`,
+    /// each in the sandbox (the carrier's side) and in the table (our side, as the api will).
+    pub async fn register_demo_parcels(
+        &mut self,
+        n: usize,
+        spread: Duration,
+    ) -> Result<Vec<Parcel>, BoxError> {
+        let now = self.now();
+        let mut parcels = Vec::with_capacity(n);
+        let seed = self.opts.seed;
+        for i in 0..n {
+            let carrier = DEMO_CARRIERS[i % DEMO_CARRIERS.len()];
+            let number = waybill_number(carrier, i as u64, seed);
+            let id = ShipmentId::parse(carrier, &number)?;
+            let offset = spread.num_seconds().max(1) * (i as i64) / (n.max(1) as i64);
+            let shipped_at = now + Duration::seconds(offset);
+            let journey = self.sandbox.register(carrier, &number, shipped_at);
+            let phone = PhoneNumber::parse(&format!(
+                "+86139{:08}",
+                (seed.wrapping_mul(7919) + i as u64) % 100_000_000
+            ))?;
+            let priority = if i % 10 == 0 {
+                Priority::High
+            } else {
+                Priority::Normal
+            };
+            let locale = if i % 5 == 4 { Locale::En } else { Locale::ZhCn };
+            let shipment = Shipment::register(
+                id.clone(),
+                priority,
+                "kdniao",
+                Recipient {
+                    phone: Some(phone.clone()),
+                    locale,
+                },
+                Some(format!("TB{:016}", 2026112400000000u64 + i as u64)),
+                now,
+            );
+            self.scheduler.store.create(&shipment).await?;
+            parcels.push(Parcel { id, phone, journey });
+        }
+        self.drain_stream().await?;
+        Ok(parcels)
+    }
+
+    /// One scheduler period: advance the clock, expire the visibility of messages that failed
+    /// (the queue's timeout is shorter than a tick), run the scheduler, then the trackers until
+    /// the queue is empty, then the notifier until the stream is drained.
+    pub async fn tick(&mut self) -> Result<TickReport, BoxError> {
+        let now = self.clock.advance(self.opts.tick);
+        let mut r = TickReport::default();
+        let released = self.tracking.expire_failed(&self.sqs).await?;
+        let ev = self.schedule.event_at(now);
+        let sched = scheduler::handle(&self.scheduler, ev).await?;
+        r.enqueued = sched.enqueued;
+        // Nothing enqueued, nothing released, nothing injected: the queue is empty and so is
+        // the stream (only the trackers write shipments). Skip the empty polls.
+        if r.enqueued > 0 || released > 0 || std::mem::take(&mut self.dirty) {
+            let drained = self.drain_tracking().await?;
+            r.tracker_batches = drained.batches;
+            r.messages = drained.received;
+            r.message_failures = drained.reported_failed;
+            let (b, n) = self.drain_stream().await?;
+            r.stream_batches = b;
+            r.stream_records = n;
+        }
+
+        let t = &mut self.totals;
+        t.ticks += 1;
+        t.enqueued += r.enqueued as u64;
+        t.tracker_batches += r.tracker_batches as u64;
+        t.messages += r.messages as u64;
+        t.message_failures += r.message_failures as u64;
+        t.stream_batches += r.stream_batches as u64;
+        t.stream_records += r.stream_records as u64;
+        Ok(r)
+    }
+
+    /// Poll the tracking queue with several concurrent invocations (Lambda scales SQS consumers
+    /// out the same way) until it is empty.
+    async fn drain_tracking(&self) -> Result<crate::runner::sqs::SqsDrainReport, BoxError> {
+        let tracker = &self.tracker;
+        let clock = self.clock.clone();
+        let one = || {
+            let clock = clock.clone();
+            self.tracking.drain(
+                &self.sqs,
+                move |event| {
+                    let now = clock.now();
+                    async move { Ok(tracker::handle_batch(tracker, event, now).await) }
+                },
+                10_000,
+            )
+        };
+        let (a, b, c) = tokio::join!(one(), one(), one());
+        let mut total = crate::runner::sqs::SqsDrainReport::default();
+        for d in [a?, b?, c?] {
+            total.batches += d.batches;
+            total.received += d.received;
+            total.deleted += d.deleted;
+            total.reported_failed += d.reported_failed;
+            total.function_errors += d.function_errors;
+        }
+        Ok(total)
+    }
+
+    /// Send a raw body to the tracking queue, as a buggy or hostile producer would.
+    pub async fn inject_tracking_message(&mut self, body: &str) -> Result<(), BoxError> {
+        self.sqs
+            .send_message()
+            .queue_url(&self.stack.tracking_queue_url)
+            .message_body(body)
+            .send()
+            .await?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    async fn drain_stream(&mut self) -> Result<(usize, usize), BoxError> {
+        let notifier = &self.notifier;
+        let clock = self.clock.clone();
+        let d = self
+            .stream
+            .drain(
+                &self.streams,
+                &self.sqs,
+                |event| {
+                    let now = clock.now();
+                    async move { Ok(notifier::handle_batch(notifier, event, now).await) }
+                },
+                10_000,
+            )
+            .await?;
+        Ok((d.totals.invocations, d.totals.read))
+    }
+
+    /// Every shipment in the table (a Scan: fine for a report, never used by the functions).
+    pub async fn shipments(&self) -> Result<Vec<Shipment>, BoxError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .dynamo
+                .scan()
+                .table_name(&self.stack.table_name)
+                .filter_expression("sk = :m")
+                .expression_attribute_values(":m", AttributeValue::S("META".into()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await?;
+            for item in page.items() {
+                let rec: ShipmentRecord = serde_dynamo::from_item(item.clone())?;
+                out.push(rec.into_shipment()?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// SMS the local SNS says it sent (read back from moto, not counted by our code).
+    pub async fn sent_sms(&self) -> Result<Vec<SentSms>, BoxError> {
+        Ok(sent_sms(&self.stack.endpoint).await?)
+    }
+
+    /// Messages in a queue, with their `error_reason` attribute when present. Messages are
+    /// received and made visible again at once, so the queue keeps them.
+    pub async fn peek_queue(&self, url: &str) -> Result<Vec<(String, Option<String>)>, BoxError> {
+        let mut out = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..100 {
+            let r = self
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .visibility_timeout(30)
+                .send()
+                .await?;
+            let msgs = r.messages();
+            if msgs.is_empty() {
+                break;
+            }
+            for m in msgs {
+                let reason = m
+                    .message_attributes()
+                    .and_then(|a| a.get("error_reason"))
+                    .and_then(|v| v.string_value())
+                    .map(str::to_string);
+                out.push((m.body().unwrap_or_default().to_string(), reason));
+                if let Some(h) = m.receipt_handle() {
+                    handles.push(h.to_string());
+                }
+            }
+        }
+        for h in handles {
+            self.sqs
+                .change_message_visibility()
+                .queue_url(url)
+                .receipt_handle(h)
+                .visibility_timeout(0)
+                .send()
+                .await?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,103 @@
+//! The demo's closing table, computed from what the local stack holds (the table, moto's record
+//! of sent SMS, the queues) and from the sandbox's request counters.
+
+use crate::pipeline::{BoxError, Parcel, Pipeline};
+use parcelwatch::domain::Status;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+
+#[derive(Debug, Default, Clone)]
+pub struct DemoReport {
+    pub shipments: usize,
+    pub by_status: BTreeMap<Status, usize>,
+    /// SMS read back from the local SNS, by the status of the shipment they were sent for.
+    pub sms_by_status: BTreeMap<Status, usize>,
+    pub sms_total: usize,
+    pub provider_calls: u64,
+    pub delivered: usize,
+    pub dlq: usize,
+    pub notify_failures: usize,
+    /// Shipments whose final status differs from the simulator's truth.
+    pub mismatched: usize,
+}
+
+impl DemoReport {
+    pub async fn collect(p: &Pipeline, parcels: &[Parcel]) -> Result<DemoReport, BoxError> {
+        let shipments = p.shipments().await?;
+        let sms = p.sent_sms().await?;
+        let now = p.now();
+        let mut r = DemoReport {
+            shipments: shipments.len(),
+            provider_calls: p.sandbox.stats().total_requests(),
+            dlq: p.peek_queue(&p.stack.tracking_dlq_url).await?.len(),
+            notify_failures: p.peek_queue(&p.stack.notify_failure_queue_url).await?.len(),
+            sms_total: sms.len(),
+            ..Default::default()
+        };
+        let by_id: HashMap<_, _> = shipments.iter().map(|s| (s.id.clone(), s)).collect();
+        for s in &shipments {
+            *r.by_status.entry(s.status).or_default() += 1;
+        }
+        r.delivered = r.by_status.get(&Status::Delivered).copied().unwrap_or(0);
+        let phone_to_status: HashMap<&str, Status> = parcels
+            .iter()
+            .filter_map(|pc| by_id.get(&pc.id).map(|s| (pc.phone.expose(), s.status)))
+            .collect();
+        for m in &sms {
+            if let Some(st) = phone_to_status.get(m.phone_number.as_str()) {
+                *r.sms_by_status.entry(*st).or_default() += 1;
+            }
+        }
+        for pc in parcels {
+            let truth = pc
+                .journey
+                .truth_statuses(now)
+                .last()
+                .map(|(_, s)| *s)
+                .unwrap_or(Status::Pending);
+            let ours = by_id.get(&pc.id).map(|s| s.status);
+            if ours != Some(truth)
+                && !(truth == Status::Pending && ours == Some(Status::InfoReceived))
+            {
+                r.mismatched += 1;
+            }
+        }
+        Ok(r)
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<26} {:>10} {:>16}",
+            "final status", "shipments", "SMS (read back)"
+        );
+        let _ = writeln!(out, "{}", "-".repeat(54));
+        for (st, n) in &self.by_status {
+            let sms = self.sms_by_status.get(st).copied().unwrap_or(0);
+            let _ = writeln!(out, "{:<26} {:>10} {:>16}", st.as_str(), n, sms);
+        }
+        let _ = writeln!(out, "{}", "-".repeat(54));
+        let _ = writeln!(
+            out,
+            "{:<26} {:>10} {:>16}",
+            "total", self.shipments, self.sms_total
+        );
+        let per = if self.delivered > 0 {
+            self.provider_calls as f64 / self.delivered as f64
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "provider calls (sandbox count): {}  ({per:.1} per delivered parcel)",
+            self.provider_calls
+        );
+        let _ = writeln!(
+            out,
+            "tracking DLQ: {}   notifier on-failure queue: {}   final status != simulator truth: {}",
+            self.dlq, self.notify_failures, self.mismatched
+        );
+        out
+    }
+}
