@@ -381,6 +381,21 @@ impl Pipeline {
         Ok(out)
     }
 
+    /// Trace-line items stored for a shipment (`EVT#…`).
+    pub async fn event_items(&self, id: &ShipmentId) -> Result<usize, BoxError> {
+        let out = self
+            .dynamo
+            .query()
+            .table_name(&self.stack.table_name)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :evt)")
+            .expression_attribute_values(":pk", AttributeValue::S(id.pk()))
+            .expression_attribute_values(":evt", AttributeValue::S("EVT#".into()))
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .send()
+            .await?;
+        Ok(out.count() as usize)
+    }
+
     /// SMS the local SNS says it sent (read back from moto, not counted by our code).
     pub async fn sent_sms(&self) -> Result<Vec<SentSms>, BoxError> {
         Ok(sent_sms(&self.stack.endpoint).await?)
