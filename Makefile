@@ -10,18 +10,16 @@ SEED     ?= 7
 export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-# Pinned local-stack tools (PyPI): moto serves DynamoDB+Streams/SQS/SNS, cfn-lint checks the
-# template, cargo-lambda runs and invokes the functions like Lambda does.
-PIP_PINS := "moto[server]==5.2.5" "cfn-lint==1.58.*" "cargo-lambda==1.9.2"
+# Pinned local-stack tools (PyPI) live in requirements-local.txt.
 
 .PHONY: help setup build test unit integration lint fmt template demo stack sandbox invoke-scheduler clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-$(VENV)/.installed: Makefile
+$(VENV)/.installed: requirements-local.txt
 	$(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PIP_PINS)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-local.txt
 	touch $@
 
 setup: $(VENV)/.installed ## install the pinned local stack (moto, cfn-lint, cargo-lambda) into .venv
@@ -45,7 +43,7 @@ template: setup ## check template.yaml offline
 fmt: ## format the code
 	cargo fmt --all
 
-demo: setup ## the whole product on the local stack: N shipments (default 200) over DAYS simulated days
+demo: setup ## the whole product on the local stack: N shipments (default 200) over at most DAYS simulated days
 	cargo run --quiet -p parcelwatch-local --bin demo -- --shipments $(N) --days $(DAYS) --seed $(SEED)
 
 stack: setup ## start moto + resources + carrier sandbox and print the env for cargo lambda
@@ -54,10 +52,10 @@ stack: setup ## start moto + resources + carrier sandbox and print the env for c
 # ---- running the functions like Lambda does, against `make stack` (see README "Invoking")
 WATCH_PORT   ?= 9001
 MOTO_PORT    ?= 5005
-SANDBOX_PORT ?= 9100
+SANDBOX_PORT ?= 9101
 STACK_ENV    := .local/stack.env
 
-.PHONY: watch invoke dlq sms
+.PHONY: watch invoke invoke-scheduler dlq shipments sms
 
 watch: setup ## serve the functions with cargo lambda watch on :9001, with the env `make stack` wrote
 	@test -f $(STACK_ENV) || { echo "no $(STACK_ENV): start 'make stack' in another terminal first" >&2; exit 1; }
@@ -72,18 +70,30 @@ invoke-scheduler: ## run the scheduler under `make watch` as of now (the sample 
 	sed -E 's/"time": "[^"]*"/"time": "'"$$(date -u +%Y-%m-%dT%H:%M:%SZ)"'"/' events/scheduler/scheduled.json > .local/scheduled-now.json
 	cargo lambda invoke scheduler -A 127.0.0.1 -P $(WATCH_PORT) --data-file .local/scheduled-now.json
 
-dlq: ## peek at the tracking DLQ of `make stack` (messages stay in the queue)
+# moto routes a request by the service named in the credential scope; it checks no signature.
+MOTO_AUTH = Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/$(1)/aws4_request, SignedHeaders=host, Signature=0
+
+dlq: ## peek at the tracking DLQ of `make stack`: body and reason (messages stay in the queue)
 	@test -f $(STACK_ENV) || { echo "no $(STACK_ENV): start 'make stack' first" >&2; exit 1; }
-	@source $(STACK_ENV) && curl -s "$$AWS_ENDPOINT_URL/" \
-	  --data-urlencode "QueueUrl=$$TRACKING_DLQ_URL" -d Action=ReceiveMessage \
-	  -d MaxNumberOfMessages=10 -d VisibilityTimeout=0 -d MessageAttributeName.1=All \
-	  | grep -oE '<(Body|StringValue)>[^<]*' | sed -E 's/<Body>/message: /; s/<StringValue>/  reason: /'
+	@source $(STACK_ENV) && curl -sf "$$TRACKING_DLQ_URL" -H "$(call MOTO_AUTH,sqs)" \
+	  -d Action=ReceiveMessage -d MaxNumberOfMessages=10 -d VisibilityTimeout=0 -d MessageAttributeName.1=All \
+	  | $(PY) -c 'import sys, xml.etree.ElementTree as E; q="{http://queue.amazonaws.com/doc/2012-11-05/}"; \
+	    [print(m.findtext(q+"Body"), "\n  reason:", m.findtext(q+"MessageAttribute/"+q+"Value/"+q+"StringValue")) for m in E.parse(sys.stdin).iter(q+"Message")]'
+
+shipments: ## the shipments in the table of `make stack`: status, sub-status, lines, next check
+	@test -f $(STACK_ENV) || { echo "no $(STACK_ENV): start 'make stack' first" >&2; exit 1; }
+	@source $(STACK_ENV) && curl -sf "$$AWS_ENDPOINT_URL/" -H "$(call MOTO_AUTH,dynamodb)" \
+	  -H 'X-Amz-Target: DynamoDB_20120810.Scan' -H 'Content-Type: application/x-amz-json-1.0' \
+	  -d '{"TableName": "'"$$TABLE_NAME"'", "FilterExpression": "sk = :m", "ExpressionAttributeValues": {":m": {"S": "META"}}}' \
+	  | $(PY) -c 'import sys, json; v=lambda i,k: next(iter(i.get(k, {"S": "-"}).values())); \
+	    [print("%-20s %-25s %-11s lines %2s  next check %s  %s" % ((v(i, "carrier") + "/" + v(i, "number"),) + tuple(v(i, k) for k in ("status", "sub_status", "event_count", "next_check_at", "last_event_desc")))) \
+	     for i in sorted(json.load(sys.stdin)["Items"], key=lambda i: v(i, "pk"))]'
 
 sms: ## every SMS the local SNS (moto on :5005) has "sent"
 	@curl -s http://127.0.0.1:$(MOTO_PORT)/moto-api/data.json | $(PY) -c 'import json,sys; [print(m["phone_number"], m["message"]) for m in json.load(sys.stdin).get("sns",{}).get("SMS",[])]'
 
-sandbox: ## the carrier sandbox alone on :9101 (simulated time 60x); `make stack` starts its own
-	cargo run --quiet -p parcelwatch-local --bin sandbox -- --port 9101 --speed 60
+sandbox: ## the carrier sandbox alone on :9101, time 60x (`make stack` runs its own on :9100)
+	cargo run --quiet -p parcelwatch-local --bin sandbox -- --port $(SANDBOX_PORT) --speed 60
 
 clean: ## remove build output and the local venv
 	cargo clean

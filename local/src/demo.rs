@@ -43,6 +43,10 @@ impl DemoArgs {
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
+    // The functions' JSON logs, when asked for (`RUST_LOG=info make demo`); quiet otherwise.
+    if std::env::var_os("RUST_LOG").is_some() {
+        parcelwatch::telemetry::init();
+    }
     let wall = Instant::now();
     eprintln!("starting the local stack (moto + template.yaml resources + carrier sandbox)…");
     let mut p = Pipeline::start(PipelineOptions {
@@ -58,10 +62,10 @@ pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
         p.sandbox.base_url()
     );
     let parcels = p
-        .register_demo_parcels(args.shipments, Duration::hours(24))
+        .register_demo_parcels(args.shipments, Duration::hours(8))
         .await?;
     eprintln!(
-        "registered {} parcels (shipped over the first simulated day); simulating up to {} days, one tick = {} min",
+        "registered {} parcels (shipped over the first 8 simulated hours); simulating up to {} days, one tick = {} min",
         parcels.len(),
         args.days,
         args.tick_minutes
@@ -111,6 +115,12 @@ pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
         p.totals.ticks,
         p.totals.tracker_batches,
         p.totals.stream_batches
+    );
+    println!(
+        "time in scheduler {:.1}s | trackers {:.1}s | notifier {:.1}s",
+        p.totals.scheduler_time.as_secs_f64(),
+        p.totals.tracker_time.as_secs_f64(),
+        p.totals.notifier_time.as_secs_f64()
     );
     if report
         .by_status

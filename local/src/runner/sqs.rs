@@ -8,9 +8,15 @@
 //!   them to the DLQ after `maxReceiveCount` receives — SQS does that on receive, and so does moto);
 //! - `Ok` naming an empty or unknown `itemIdentifier`: AWS treats the whole batch as failed;
 //! - `Err` (a function error): nothing is deleted, the whole batch comes back.
+//!
+//! AWS calls: a poll is one `ReceiveMessage`, plus one `DeleteMessageBatch` when something is
+//! to be deleted; [`SqsSource::drain`] ends with the one empty receive that shows the queue
+//! empty; [`SqsSource::expire_failed`] makes one call per 10 retained messages and none when
+//! there are none.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -42,6 +48,8 @@ pub struct SqsSource {
     /// Message id → latest receipt handle of each message left on the queue (reported failed
     /// or in a failed batch) and not deleted since, for [`SqsSource::expire_failed`].
     retained: Mutex<HashMap<String, String>>,
+    /// AWS requests sent through this source (it is polled concurrently, hence atomic).
+    calls: AtomicU64,
 }
 
 /// What one poll did.
@@ -59,6 +67,8 @@ pub struct SqsPollReport {
     pub delete_failed: usize,
     /// Receipt handles of every message left on the queue by this poll.
     pub retained: Vec<String>,
+    /// AWS requests sent (ReceiveMessage, DeleteMessageBatch; an SDK-level retry counts once).
+    pub calls: usize,
 }
 
 /// Totals of [`SqsSource::drain`].
@@ -74,6 +84,8 @@ pub struct SqsDrainReport {
     pub delete_failed: usize,
     /// True when the poll bound was reached before a receive came back empty.
     pub hit_poll_bound: bool,
+    /// AWS requests sent, the final empty receive included.
+    pub calls: usize,
 }
 
 impl SqsSource {
@@ -92,6 +104,7 @@ impl SqsSource {
             wait,
             region,
             retained: Mutex::new(HashMap::new()),
+            calls: AtomicU64::new(0),
         };
         source.validate()?;
         Ok(source)
@@ -120,7 +133,18 @@ impl SqsSource {
                 op: "GetQueueAttributes",
                 reason: "no QueueArn".to_string(),
             })?;
-        Self::new(queue_url, arn, batch_size, wait)
+        let source = Self::new(queue_url, arn, batch_size, wait)?;
+        source.count(1);
+        Ok(source)
+    }
+
+    /// AWS requests this source has sent so far (`for_queue`'s GetQueueAttributes included).
+    pub fn aws_calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, calls: usize) {
+        self.calls.fetch_add(calls as u64, Ordering::Relaxed);
     }
 
     fn validate(&self) -> Result<(), RunnerError> {
@@ -151,6 +175,7 @@ impl SqsSource {
     {
         self.validate()?;
         let wait_secs = i32::try_from(self.wait.as_secs()).unwrap_or(0);
+        self.count(1);
         let out = sqs
             .receive_message()
             .queue_url(&self.queue_url)
@@ -164,6 +189,7 @@ impl SqsSource {
         let messages = out.messages.unwrap_or_default();
         let mut report = SqsPollReport {
             received: messages.len(),
+            calls: 1,
             ..SqsPollReport::default()
         };
         if messages.is_empty() {
@@ -219,6 +245,7 @@ impl SqsSource {
             handles.into_iter().partition(|(id, _)| keep.contains(id));
         report.retained = retained.iter().map(|(_, handle)| handle.clone()).collect();
         if !to_delete.is_empty() {
+            report.calls += 1;
             let (deleted, failed) = self.delete_batch(sqs, &to_delete).await?;
             report.deleted = deleted;
             report.delete_failed = failed;
@@ -255,6 +282,7 @@ impl SqsSource {
         };
         for _ in 0..max_polls {
             let report = self.poll_once(sqs, &handler).await?;
+            totals.calls += report.calls;
             if report.received == 0 {
                 totals.hit_poll_bound = false;
                 break;
@@ -273,7 +301,7 @@ impl SqsSource {
     /// Simulates "the visibility timeout elapsed" for every message this source left on the
     /// queue since the last call: their visibility is set to 0 so the next receive sees them.
     /// Returns how many were released; handles that are no longer valid (e.g. the message
-    /// was moved to the DLQ) are skipped.
+    /// was moved to the DLQ) are skipped. With nothing retained it makes no AWS call.
     pub async fn expire_failed(&self, sqs: &aws_sdk_sqs::Client) -> Result<usize, RunnerError> {
         let handles: Vec<String> = match self.retained.lock() {
             Ok(mut kept) => std::mem::take(&mut *kept).into_values().collect(),
@@ -282,7 +310,8 @@ impl SqsSource {
         self.release(sqs, &handles).await
     }
 
-    /// Makes the messages behind `receipt_handles` visible again at once.
+    /// Makes the messages behind `receipt_handles` visible again at once: one
+    /// `ChangeMessageVisibilityBatch` per 10 handles, none for an empty list.
     pub async fn release(
         &self,
         sqs: &aws_sdk_sqs::Client,
@@ -302,6 +331,7 @@ impl SqsSource {
                         .map_err(|e| RunnerError::InvalidConfig(e.to_string()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            self.count(1);
             let out = sqs
                 .change_message_visibility_batch()
                 .queue_url(&self.queue_url)
@@ -333,6 +363,7 @@ impl SqsSource {
                     .map_err(|e| RunnerError::InvalidConfig(e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        self.count(1);
         let out = sqs
             .delete_message_batch()
             .queue_url(&self.queue_url)
@@ -630,5 +661,51 @@ mod tests {
             left[&QueueAttributeName::ApproximateNumberOfMessagesNotVisible],
             "0"
         );
+    }
+
+    #[tokio::test]
+    async fn drains_make_only_the_calls_the_semantics_need() {
+        let moto = start_moto().await;
+        let sqs = aws_sdk_sqs::Client::new(&sdk_config(&moto).await);
+        let Queues { source, .. } = queues(&sqs, &unique("calls"), 5).await;
+        // for_queue's GetQueueAttributes.
+        assert_eq!(source.aws_calls(), 1);
+        let ok = |_event: SqsEvent| async {
+            Ok::<_, lambda_runtime::Error>(SqsBatchResponse::default())
+        };
+
+        // Nothing retained: no ChangeMessageVisibilityBatch at all.
+        assert_eq!(source.expire_failed(&sqs).await.unwrap(), 0);
+        assert_eq!(source.aws_calls(), 1);
+
+        // Idle drain: the one empty receive.
+        let idle = source.drain(&sqs, ok, 10).await.unwrap();
+        assert_eq!((idle.calls, idle.batches), (1, 0));
+        assert!(!idle.hit_poll_bound);
+
+        // Receive, delete, the empty receive.
+        send_bodies(&sqs, &source.queue_url, &["a", "b", "c"]).await;
+        let three = source.drain(&sqs, ok, 10).await.unwrap();
+        assert_eq!((three.calls, three.batches, three.deleted), (3, 1, 3));
+
+        // A partial failure deletes the rest in one call; the failed one is released in one.
+        send_bodies(&sqs, &source.queue_url, &["d", "poison"]).await;
+        let partial = source.drain(&sqs, fail_poison, 10).await.unwrap();
+        assert_eq!(
+            (partial.calls, partial.deleted, partial.reported_failed),
+            (3, 1, 1)
+        );
+        assert_eq!(source.expire_failed(&sqs).await.unwrap(), 1);
+        assert_eq!(source.expire_failed(&sqs).await.unwrap(), 0);
+
+        // A function error deletes nothing: the receive is the only call of the poll.
+        let failing = |_event: SqsEvent| async {
+            Err::<SqsBatchResponse, lambda_runtime::Error>("provider down".into())
+        };
+        let errored = source.poll_once(&sqs, failing).await.unwrap();
+        assert!(errored.function_error);
+        assert_eq!((errored.received, errored.calls), (1, 1));
+
+        assert_eq!(source.aws_calls(), 1 + 1 + 3 + 3 + 1 + 1);
     }
 }

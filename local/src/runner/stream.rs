@@ -1,8 +1,12 @@
 //! A DynamoDB-stream event-source mapping, as AWS Lambda runs it with `ReportBatchItemFailures`,
-//! `MaximumRetryAttempts`, `BisectBatchOnFunctionError` and an on-failure SQS destination.
+//! `MaximumRetryAttempts`, `BisectBatchOnFunctionError`, event filtering and an on-failure SQS
+//! destination.
 //!
 //! Per shard, in order:
-//! - records are read with `GetRecords` and handed to the function in batches of `batch_size`;
+//! - records are read with `GetRecords`; with filter patterns, records no pattern matches are
+//!   dropped before batching (the checkpoint still moves past them, and a read whose records
+//!   are all dropped invokes nothing), as Lambda's event filtering does;
+//! - the remaining records are handed to the function in batches of `batch_size`;
 //! - `Ok` with no failures: the shard's checkpoint moves past the batch;
 //! - `Ok` with `batchItemFailures`: the checkpoint moves to just before the first failed
 //!   sequence number and the next poll retries from that record (never the earlier ones);
@@ -14,6 +18,12 @@
 //!
 //! The records of a failing batch are kept in memory and re-delivered unchanged, which is what
 //! Lambda's re-read from the checkpoint yields on a stream that is not trimmed meanwhile.
+//!
+//! AWS calls are kept to what the semantics need, since every call to the local stack is
+//! slow: a shard iterator is kept from one `GetRecords` to the next (a new one is taken,
+//! after the last record read, only when it expired or a read failed); `DescribeStream` runs
+//! on the first poll, after a shard closed (to find its children), while no open shard is
+//! known, and otherwise every `describe_every` polls. A poll with nothing new is one call.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -27,8 +37,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::{parse_arn, RunnerError};
 
-/// GetRecords returns at most 1,000 records per call; one call feeds one batch here.
+/// GetRecords returns at most 1,000 records per call; reads always ask for that many (Lambda's
+/// poller reads ahead of its batches too), so a backlog costs one call per 1,000 records.
 const MAX_BATCH: i32 = 1000;
+
+/// Default of [`StreamSource::with_describe_every`]: shards only change when one closes, which
+/// is noticed without DescribeStream; the periodic describe is a safety net.
+pub const DEFAULT_DESCRIBE_EVERY: usize = 100;
 
 /// Where a mapping starts reading a shard it has no checkpoint for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,20 +68,36 @@ pub struct StreamSource {
     region: String,
     shards: Vec<ShardState>,
     described_once: bool,
+    /// Parsed filter patterns; empty = every record is delivered.
+    filters: Vec<serde_json::Value>,
+    /// Why a pattern given to `with_filters` is unusable (Lambda rejects such a mapping);
+    /// reported by every poll.
+    filter_error: Option<String>,
+    describe_every: usize,
+    /// Polls since the last DescribeStream.
+    polls_since_describe: usize,
+    /// A shard closed since the last DescribeStream: its children must be looked up.
+    shard_closed: bool,
+    /// AWS calls made by this source so far.
+    calls: u64,
 }
 
 #[derive(Debug)]
 struct ShardState {
     shard_id: String,
     parent_shard_id: Option<String>,
-    /// Iterator type used while there is no checkpoint.
+    /// Iterator type used while nothing has been read.
     initial: ShardIteratorType,
-    /// Sequence number of the last record done with (succeeded or sent to on-failure).
+    /// Sequence number of the last record done with (succeeded, filtered out or sent to
+    /// on-failure) with nothing before it left to do.
     checkpoint: Option<String>,
-    /// Continues after the last record read into `pending`.
+    /// Sequence number of the last record read (filtered out or not): a new iterator resumes
+    /// after it.
+    last_read: Option<String>,
+    /// Continues after `last_read`.
     iterator: Option<String>,
-    /// Records read but not yet done with, in shard order.
-    pending: VecDeque<EventRecord>,
+    /// Records read, passing the filters and not yet done with, in shard order.
+    pending: VecDeque<PendingRecord>,
     /// Largest batch to deliver next (smaller than `batch_size` while bisecting).
     batch_limit: usize,
     /// Sequence number of the first record of the failing batch, and its counters.
@@ -79,17 +110,48 @@ struct ShardState {
     closed: bool,
 }
 
+#[derive(Debug)]
+struct PendingRecord {
+    record: EventRecord,
+    /// Sequence number of the record read just before this one (perhaps filtered out): once
+    /// every record before this one is done, the checkpoint may move there.
+    previous: Option<String>,
+}
+
 impl ShardState {
     fn finished(&self) -> bool {
         self.closed && self.pending.is_empty()
+    }
+
+    /// The first `count` (> 0) pending records are done with: the checkpoint moves past them
+    /// and past any filtered-out record between them and the next pending one.
+    fn done_with(&mut self, count: usize) {
+        let last = self.pending.drain(..count).next_back();
+        self.checkpoint = match self.pending.front() {
+            Some(next) => next
+                .previous
+                .clone()
+                .or_else(|| last.map(|done| sequence_of(&done.record))),
+            None => self.last_read.clone(),
+        };
+    }
+
+    fn batch(&self, take: usize) -> Vec<EventRecord> {
+        self.pending
+            .iter()
+            .take(take)
+            .map(|p| p.record.clone())
+            .collect()
     }
 }
 
 /// What one poll did, over all shards.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamPollReport {
-    /// Records read from the stream by this poll.
+    /// Records read from the stream by this poll (filtered-out ones included).
     pub read: usize,
+    /// Records read and dropped by the filter patterns (never delivered).
+    pub filtered: usize,
     pub invocations: usize,
     /// Records handed to the function (retries included).
     pub delivered: usize,
@@ -102,11 +164,15 @@ pub struct StreamPollReport {
     pub sent_to_on_failure: usize,
     /// Records skipped after retries were exhausted with no on-failure destination.
     pub discarded: usize,
+    /// AWS requests sent (DescribeStream pages, GetShardIterator, GetRecords, on-failure
+    /// SendMessage; a request the SDK itself retried counts once).
+    pub calls: usize,
 }
 
 impl StreamPollReport {
     fn add(&mut self, other: &StreamPollReport) {
         self.read += other.read;
+        self.filtered += other.filtered;
         self.invocations += other.invocations;
         self.delivered += other.delivered;
         self.succeeded += other.succeeded;
@@ -115,6 +181,7 @@ impl StreamPollReport {
         self.retries_exhausted += other.retries_exhausted;
         self.sent_to_on_failure += other.sent_to_on_failure;
         self.discarded += other.discarded;
+        self.calls += other.calls;
     }
 }
 
@@ -138,7 +205,7 @@ enum Outcome {
 
 impl StreamSource {
     /// A mapping with Lambda's defaults: batch size 100, infinite retries, no bisection, no
-    /// on-failure destination.
+    /// filters, no on-failure destination.
     pub fn new(
         stream_arn: impl Into<String>,
         function_arn: impl Into<String>,
@@ -157,6 +224,12 @@ impl StreamSource {
             region,
             shards: Vec::new(),
             described_once: false,
+            filters: Vec::new(),
+            filter_error: None,
+            describe_every: DEFAULT_DESCRIBE_EVERY,
+            polls_since_describe: 0,
+            shard_closed: false,
+            calls: 0,
         })
     }
 
@@ -180,12 +253,44 @@ impl StreamSource {
         self
     }
 
+    /// Lambda event filtering (`FilterCriteria.Filters[].Pattern`, e.g.
+    /// `StreamSourceSpec::filter_patterns`): a record is delivered when any pattern matches
+    /// its Lambda JSON shape; an empty list delivers everything. A pattern that is not a JSON
+    /// object makes every poll fail with [`RunnerError::InvalidConfig`], as Lambda refuses to
+    /// create such a mapping.
+    pub fn with_filters(mut self, patterns: Vec<String>) -> Self {
+        self.filters.clear();
+        self.filter_error = None;
+        for pattern in patterns {
+            match serde_json::from_str::<serde_json::Value>(&pattern) {
+                Ok(parsed) if parsed.is_object() => self.filters.push(parsed),
+                _ => {
+                    self.filter_error =
+                        Some(format!("filter pattern is not a JSON object: {pattern}"));
+                }
+            }
+        }
+        self
+    }
+
+    /// DescribeStream at most every `polls` polls (at least 1) besides the first poll, shard
+    /// closes and while no open shard is known.
+    pub fn with_describe_every(mut self, polls: usize) -> Self {
+        self.describe_every = polls.max(1);
+        self
+    }
+
     /// The checkpoint (last sequence number done with) of each shard seen so far.
     pub fn checkpoints(&self) -> Vec<(String, Option<String>)> {
         self.shards
             .iter()
             .map(|s| (s.shard_id.clone(), s.checkpoint.clone()))
             .collect()
+    }
+
+    /// AWS requests this source has sent so far (polls that failed included).
+    pub fn aws_calls(&self) -> u64 {
+        self.calls
     }
 
     fn batch_size(&self) -> Result<usize, RunnerError> {
@@ -199,8 +304,9 @@ impl StreamSource {
             .map_err(|_| RunnerError::InvalidConfig("batch size".to_string()))
     }
 
-    /// One round over every shard: read what is new (unless a retry is pending), invoke the
-    /// function once per shard that has records, apply AWS's checkpoint and retry rules.
+    /// One round over every shard: read what is new (unless enough records are already
+    /// pending), invoke the function once per shard that has records, apply AWS's checkpoint
+    /// and retry rules.
     pub async fn poll_once<H, Fut>(
         &mut self,
         streams: &aws_sdk_dynamodbstreams::Client,
@@ -212,8 +318,34 @@ impl StreamSource {
         Fut: Future<Output = Result<DynamoDbEventResponse, lambda_runtime::Error>>,
     {
         let batch_size = self.batch_size()?;
-        self.refresh_shards(streams, batch_size).await?;
+        if let Some(reason) = &self.filter_error {
+            return Err(RunnerError::InvalidConfig(reason.clone()));
+        }
         let mut report = StreamPollReport::default();
+        let result = self
+            .poll_round(batch_size, streams, sqs, &handler, &mut report)
+            .await;
+        // Counted even when the round failed half-way: those calls were made.
+        self.calls += report.calls as u64;
+        result.map(|()| report)
+    }
+
+    async fn poll_round<H, Fut>(
+        &mut self,
+        batch_size: usize,
+        streams: &aws_sdk_dynamodbstreams::Client,
+        sqs: &aws_sdk_sqs::Client,
+        handler: &H,
+        report: &mut StreamPollReport,
+    ) -> Result<(), RunnerError>
+    where
+        H: Fn(Event) -> Fut,
+        Fut: Future<Output = Result<DynamoDbEventResponse, lambda_runtime::Error>>,
+    {
+        if self.describe_due() {
+            self.refresh_shards(streams, batch_size, report).await?;
+        }
+        self.polls_since_describe = self.polls_since_describe.saturating_add(1);
         for index in 0..self.shards.len() {
             if self.shards[index].finished() {
                 continue;
@@ -231,13 +363,22 @@ impl StreamSource {
             if parent_pending {
                 continue;
             }
-            self.poll_shard(index, batch_size, streams, sqs, &handler, &mut report)
+            self.poll_shard(index, batch_size, streams, sqs, handler, report)
                 .await?;
         }
-        Ok(report)
+        Ok(())
     }
 
-    /// Polls until a round reads nothing and has nothing to retry, at most `max_polls` rounds.
+    fn describe_due(&self) -> bool {
+        !self.described_once
+            || self.shard_closed
+            || self.polls_since_describe >= self.describe_every
+            || self.shards.iter().all(|s| s.closed)
+    }
+
+    /// Polls until a round reads nothing, invokes nothing and has nothing left to retry or to
+    /// look up, at most `max_polls` rounds. With nothing new that is one poll (one
+    /// `GetRecords` per open shard).
     pub async fn drain<H, Fut>(
         &mut self,
         streams: &aws_sdk_dynamodbstreams::Client,
@@ -257,7 +398,13 @@ impl StreamSource {
             let report = self.poll_once(streams, sqs, &handler).await?;
             drained.polls += 1;
             drained.totals.add(&report);
-            if report.invocations == 0 && self.shards.iter().all(|s| s.pending.is_empty()) {
+            // A read whose records were all filtered out invokes nothing but may not be the
+            // end of the shard; a closed shard may have children to read.
+            let idle = report.read == 0
+                && report.invocations == 0
+                && !self.shard_closed
+                && self.shards.iter().all(|s| s.pending.is_empty());
+            if idle {
                 drained.hit_poll_bound = false;
                 break;
             }
@@ -272,9 +419,11 @@ impl StreamSource {
         &mut self,
         streams: &aws_sdk_dynamodbstreams::Client,
         batch_size: usize,
+        report: &mut StreamPollReport,
     ) -> Result<(), RunnerError> {
         let mut start: Option<String> = None;
         loop {
+            report.calls += 1;
             let out = streams
                 .describe_stream()
                 .stream_arn(&self.stream_arn)
@@ -304,6 +453,7 @@ impl StreamSource {
                     parent_shard_id: shard.parent_shard_id,
                     initial,
                     checkpoint: None,
+                    last_read: None,
                     iterator: None,
                     pending: VecDeque::new(),
                     batch_limit: batch_size,
@@ -319,6 +469,8 @@ impl StreamSource {
             }
         }
         self.described_once = true;
+        self.shard_closed = false;
+        self.polls_since_describe = 0;
         Ok(())
     }
 
@@ -331,13 +483,9 @@ impl StreamSource {
             .get_shard_iterator()
             .stream_arn(&self.stream_arn)
             .shard_id(&shard.shard_id);
-        // Resume after the last record already read (pending ones included), so a renewed
-        // iterator never delivers a record twice.
-        let resume_after = shard
-            .pending
-            .back()
-            .and_then(|r| r.change.sequence_number.as_ref())
-            .or(shard.checkpoint.as_ref());
+        // Resume after the last record already read (pending and filtered ones included), so
+        // a renewed iterator never delivers a record twice nor skips one.
+        let resume_after = shard.last_read.as_ref().or(shard.checkpoint.as_ref());
         let request = match resume_after {
             Some(sequence) => request
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
@@ -351,37 +499,40 @@ impl StreamSource {
         Ok(out.shard_iterator)
     }
 
-    /// Reads up to `limit` next records of a shard into `pending`.
+    /// Reads the next records of a shard (up to 1,000) into `pending`, dropping those the
+    /// filters reject.
     async fn fetch(
         &mut self,
         index: usize,
-        limit: usize,
         streams: &aws_sdk_dynamodbstreams::Client,
-    ) -> Result<usize, RunnerError> {
-        let limit = i32::try_from(limit)
-            .unwrap_or(MAX_BATCH)
-            .clamp(1, MAX_BATCH);
+        report: &mut StreamPollReport,
+    ) -> Result<(), RunnerError> {
         let mut renewed = false;
         let out = loop {
             let iterator = match self.shards[index].iterator.clone() {
                 Some(iterator) => iterator,
-                None => match self.shard_iterator(streams, &self.shards[index]).await? {
-                    Some(iterator) => iterator,
-                    None => {
-                        self.shards[index].closed = true;
-                        return Ok(0);
+                None => {
+                    report.calls += 1;
+                    match self.shard_iterator(streams, &self.shards[index]).await? {
+                        Some(iterator) => iterator,
+                        None => {
+                            self.shards[index].closed = true;
+                            self.shard_closed = true;
+                            return Ok(());
+                        }
                     }
-                },
+                }
             };
+            report.calls += 1;
             match streams
                 .get_records()
                 .shard_iterator(&iterator)
-                .limit(limit)
+                .limit(MAX_BATCH)
                 .send()
                 .await
             {
                 Ok(out) => break out,
-                // Iterators expire after 15 minutes: take a new one from the checkpoint, once.
+                // Iterators expire after 15 minutes: take a new one from the last read, once.
                 Err(error)
                     if !renewed
                         && error
@@ -391,23 +542,62 @@ impl StreamSource {
                     renewed = true;
                     self.shards[index].iterator = None;
                 }
-                Err(error) => return Err(RunnerError::streams("GetRecords", error)),
+                Err(error) => {
+                    // Whether the iterator is still good is unknown: the next poll takes a
+                    // new one after the last record read.
+                    self.shards[index].iterator = None;
+                    return Err(RunnerError::streams("GetRecords", error));
+                }
             }
         };
-        let records = out
-            .records
-            .unwrap_or_default()
-            .into_iter()
-            .map(|record| self.to_event_record(record))
-            .collect::<Result<Vec<_>, _>>()?;
-        let shard = &mut self.shards[index];
-        shard.iterator = out.next_shard_iterator;
-        if shard.iterator.is_none() {
-            shard.closed = true;
+        let mut read = Vec::new();
+        for record in out.records.unwrap_or_default() {
+            let record = self.to_event_record(record)?;
+            let passes = self.passes_filters(&record)?;
+            read.push((record, passes));
         }
-        let read = records.len();
-        shard.pending.extend(records);
-        Ok(read)
+        let shard = &mut self.shards[index];
+        match out.next_shard_iterator {
+            Some(next) => shard.iterator = Some(next),
+            None => {
+                shard.iterator = None;
+                shard.closed = true;
+                self.shard_closed = true;
+            }
+        }
+        report.read += read.len();
+        for (record, passes) in read {
+            let sequence = sequence_of(&record);
+            if passes {
+                shard.pending.push_back(PendingRecord {
+                    record,
+                    previous: shard.last_read.clone(),
+                });
+            } else {
+                report.filtered += 1;
+            }
+            shard.last_read = Some(sequence);
+        }
+        if shard.pending.is_empty() {
+            // Everything read was filtered out (or nothing was read): done with all of it.
+            shard.checkpoint = shard.last_read.clone();
+        }
+        Ok(())
+    }
+
+    /// Lambda's event filtering: any pattern matching the record's JSON shape lets it through.
+    fn passes_filters(&self, record: &EventRecord) -> Result<bool, RunnerError> {
+        if self.filters.is_empty() {
+            return Ok(true);
+        }
+        let json = serde_json::to_value(record).map_err(|e| RunnerError::MalformedResponse {
+            op: "GetRecords",
+            reason: format!("record not representable as JSON for filtering: {e}"),
+        })?;
+        Ok(self
+            .filters
+            .iter()
+            .any(|pattern| crate::provision::filter_matches(pattern, &json)))
     }
 
     async fn poll_shard<H, Fut>(
@@ -427,8 +617,7 @@ impl StreamSource {
         let shard = &self.shards[index];
         let wanted = shard.batch_limit.clamp(1, batch_size);
         if !shard.closed && shard.pending.len() < wanted {
-            let missing = wanted - shard.pending.len();
-            report.read += self.fetch(index, missing, streams).await?;
+            self.fetch(index, streams, report).await?;
         }
         let shard = &self.shards[index];
         if shard.pending.is_empty() {
@@ -438,7 +627,7 @@ impl StreamSource {
             .batch_limit
             .clamp(1, batch_size)
             .min(shard.pending.len());
-        let batch: Vec<EventRecord> = shard.pending.iter().take(take).cloned().collect();
+        let batch = shard.batch(take);
         let sequences: Vec<String> = batch.iter().map(sequence_of).collect();
 
         let mut event = Event::default();
@@ -468,8 +657,7 @@ impl StreamSource {
         let shard = &mut self.shards[index];
         match outcome {
             Outcome::Success => {
-                shard.pending.drain(..take);
-                shard.checkpoint = sequences.last().cloned();
+                shard.done_with(take);
                 shard.failing_head = None;
                 shard.attempts = 0;
                 shard.invocations = 0;
@@ -482,8 +670,7 @@ impl StreamSource {
             } => {
                 // Records before the first failure are done: checkpoint past them.
                 if first > 0 {
-                    shard.pending.drain(..first);
-                    shard.checkpoint = Some(sequences[first - 1].clone());
+                    shard.done_with(first);
                     report.succeeded += first;
                 }
                 let head = sequences[first].clone();
@@ -508,8 +695,7 @@ impl StreamSource {
                 }
                 let invocations = shard.invocations;
                 let shard_id = shard.shard_id.clone();
-                let records: Vec<EventRecord> =
-                    shard.pending.iter().take(failed).cloned().collect();
+                let records = shard.batch(failed);
                 report.retries_exhausted += 1;
                 match &self.on_failure_queue_url {
                     Some(queue_url) => {
@@ -520,6 +706,7 @@ impl StreamSource {
                             function_error,
                             Utc::now(),
                         )?;
+                        report.calls += 1;
                         sqs.send_message()
                             .queue_url(queue_url)
                             .message_body(body)
@@ -534,8 +721,7 @@ impl StreamSource {
                     }
                 }
                 let shard = &mut self.shards[index];
-                shard.pending.drain(..failed);
-                shard.checkpoint = records.last().map(sequence_of);
+                shard.done_with(failed);
                 shard.failing_head = None;
                 shard.attempts = 0;
                 shard.invocations = 0;
@@ -738,6 +924,7 @@ mod tests {
         sqs: aws_sdk_sqs::Client,
         table: String,
         stream_arn: String,
+        config: aws_config::SdkConfig,
     }
 
     async fn env(table: &str) -> Env {
@@ -781,6 +968,7 @@ mod tests {
             _moto: moto,
             table,
             stream_arn,
+            config,
         }
     }
 
@@ -1188,5 +1376,343 @@ mod tests {
                 .abs()
                 < 10
         );
+    }
+
+    /// (pk, eventName, sequence number) of every record of the table's stream, in order.
+    async fn raw_stream(env: &Env) -> Vec<(String, String, String)> {
+        let shard_id = env
+            .streams
+            .describe_stream()
+            .stream_arn(&env.stream_arn)
+            .send()
+            .await
+            .unwrap()
+            .stream_description
+            .unwrap()
+            .shards
+            .unwrap()[0]
+            .shard_id
+            .clone()
+            .unwrap();
+        let iterator = env
+            .streams
+            .get_shard_iterator()
+            .stream_arn(&env.stream_arn)
+            .shard_id(&shard_id)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator
+            .unwrap();
+        let records = env
+            .streams
+            .get_records()
+            .shard_iterator(iterator)
+            .send()
+            .await
+            .unwrap()
+            .records
+            .unwrap_or_default();
+        records
+            .iter()
+            .map(|r| {
+                let change = r.dynamodb.as_ref().unwrap();
+                let pk = match change.keys.as_ref().unwrap().get("pk") {
+                    Some(AttributeValue::S(pk)) => pk.clone(),
+                    other => panic!("pk {other:?}"),
+                };
+                (
+                    pk,
+                    r.event_name.as_ref().unwrap().as_str().to_string(),
+                    change.sequence_number.clone().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn keys_of(records: &[EventRecord]) -> Vec<String> {
+        records
+            .iter()
+            .filter_map(|r| s(&r.change.keys, "pk"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_idle_drain_is_one_call_and_new_records_cost_one_read_more() {
+        let env = env("calls").await;
+        let mut source =
+            StreamSource::new(&env.stream_arn, FUNCTION_ARN, StartingPosition::TrimHorizon)
+                .unwrap()
+                .with_batch_size(10);
+        let seen: Seen = Arc::default();
+        let handler = |event: Event| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock().unwrap().push(event.records);
+                Ok::<_, lambda_runtime::Error>(DynamoDbEventResponse::default())
+            }
+        };
+
+        // First drain: DescribeStream, GetShardIterator, GetRecords (empty).
+        let first = source
+            .drain(&env.streams, &env.sqs, handler, 100)
+            .await
+            .unwrap();
+        assert_eq!((first.polls, first.totals.calls), (1, 3));
+
+        // Nothing new: the kept iterator's GetRecords is the only call.
+        for _ in 0..5 {
+            let idle = source
+                .drain(&env.streams, &env.sqs, handler, 100)
+                .await
+                .unwrap();
+            assert_eq!((idle.polls, idle.totals.calls), (1, 1));
+            assert_eq!(idle.totals.invocations, 0);
+            assert!(!idle.hit_poll_bound);
+        }
+
+        // One new record: the read that finds it and the empty read that ends the drain.
+        put(&env, "one", "InTransit").await;
+        let one = source
+            .drain(&env.streams, &env.sqs, handler, 100)
+            .await
+            .unwrap();
+        assert_eq!(one.totals.calls, 2);
+        assert_eq!((one.totals.read, one.totals.invocations), (1, 1));
+
+        // 25 records in batches of 10: one read of all 25, then an empty read at the third
+        // batch (pending < batch) and one ending the drain.
+        for i in 0..25 {
+            put(&env, &format!("r{i:02}"), "InTransit").await;
+        }
+        let many = source
+            .drain(&env.streams, &env.sqs, handler, 100)
+            .await
+            .unwrap();
+        assert_eq!(many.totals.read, 25);
+        assert_eq!(many.totals.invocations, 3);
+        assert_eq!(many.totals.calls, 3);
+        assert!(many.totals.calls <= 25usize.div_ceil(10) + 1);
+        let batches = seen.lock().unwrap().clone();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, 10, 10, 5]);
+        let delivered: Vec<String> = batches[1..].iter().flat_map(|b| keys_of(b)).collect();
+        let expected: Vec<String> = (0..25).map(|i| format!("r{i:02}")).collect();
+        assert_eq!(delivered, expected);
+        assert_eq!(source.aws_calls(), 3 + 5 + 2 + 3);
+    }
+
+    #[tokio::test]
+    async fn describe_stream_runs_on_the_first_poll_then_every_n_polls() {
+        let env = env("describe").await;
+        let mut source = StreamSource::new(&env.stream_arn, FUNCTION_ARN, StartingPosition::Latest)
+            .unwrap()
+            .with_describe_every(3);
+        let handler = |_event: Event| async {
+            Ok::<_, lambda_runtime::Error>(DynamoDbEventResponse::default())
+        };
+        let mut calls = Vec::new();
+        for _ in 0..7 {
+            let report = source
+                .poll_once(&env.streams, &env.sqs, handler)
+                .await
+                .unwrap();
+            calls.push(report.calls);
+        }
+        // Poll 1 also takes the iterator; polls 4 and 7 add a DescribeStream.
+        assert_eq!(calls, [3, 1, 1, 2, 1, 1, 2]);
+        assert_eq!(source.aws_calls(), 11);
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_takes_a_new_iterator_after_the_last_record_read() {
+        let env = env("reacquire").await;
+        put(&env, "a", "InTransit").await;
+        let mut source =
+            StreamSource::new(&env.stream_arn, FUNCTION_ARN, StartingPosition::TrimHorizon)
+                .unwrap();
+        let seen: Seen = Arc::default();
+        let handler = |event: Event| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock().unwrap().push(event.records);
+                Ok::<_, lambda_runtime::Error>(DynamoDbEventResponse::default())
+            }
+        };
+        source
+            .drain(&env.streams, &env.sqs, handler, 10)
+            .await
+            .unwrap();
+        put(&env, "b", "InTransit").await;
+
+        // A stream endpoint that refuses connections: the read fails and is counted.
+        let broken = aws_sdk_dynamodbstreams::Client::from_conf(
+            aws_sdk_dynamodbstreams::config::Builder::from(&env.config)
+                .endpoint_url("http://127.0.0.1:1")
+                .retry_config(aws_sdk_dynamodbstreams::config::retry::RetryConfig::disabled())
+                .build(),
+        );
+        let before = source.aws_calls();
+        let failed = source.poll_once(&broken, &env.sqs, handler).await;
+        assert!(
+            matches!(
+                failed,
+                Err(RunnerError::Streams {
+                    op: "GetRecords",
+                    ..
+                })
+            ),
+            "{failed:?}"
+        );
+        assert_eq!(source.aws_calls(), before + 1);
+
+        put(&env, "c", "InTransit").await;
+        let after = source
+            .drain(&env.streams, &env.sqs, handler, 10)
+            .await
+            .unwrap();
+        // GetShardIterator (after "a"), GetRecords (b, c), GetRecords (empty).
+        assert_eq!(after.totals.calls, 3);
+        let batches = seen.lock().unwrap().clone();
+        let keys: Vec<Vec<String>> = batches.iter().map(|b| keys_of(b)).collect();
+        assert_eq!(keys, [vec!["a"], vec!["b", "c"]]);
+    }
+
+    #[tokio::test]
+    async fn filtered_out_records_are_never_delivered_but_advance_the_checkpoint() {
+        let env = env("filters").await;
+        let pattern = r#"{"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "SHIP#"}]}}}}"#;
+        put(&env, "NOTE#1", "x").await;
+        put(&env, "SHIP#a", "InTransit").await;
+        put(&env, "NOTE#2", "x").await;
+        put(&env, "SHIP#b", "InTransit").await;
+        env.ddb
+            .delete_item()
+            .table_name(&env.table)
+            .key("pk", Av::S("SHIP#a".to_string()))
+            .send()
+            .await
+            .unwrap();
+        put(&env, "NOTE#3", "x").await;
+        let raw = raw_stream(&env).await;
+        assert_eq!(raw.len(), 6);
+        assert_eq!((raw[4].0.as_str(), raw[4].1.as_str()), ("SHIP#a", "REMOVE"));
+
+        let mut source =
+            StreamSource::new(&env.stream_arn, FUNCTION_ARN, StartingPosition::TrimHorizon)
+                .unwrap()
+                .with_batch_size(10)
+                .with_max_retry_attempts(Some(3))
+                .with_filters(vec![pattern.to_string()]);
+        let seen: Seen = Arc::default();
+        let fail_b_once = Arc::new(Mutex::new(true));
+        let handler = |event: Event| {
+            let seen = Arc::clone(&seen);
+            let fail_b_once = Arc::clone(&fail_b_once);
+            async move {
+                let mut response = DynamoDbEventResponse::default();
+                let mut fail = fail_b_once.lock().unwrap();
+                for record in &event.records {
+                    if *fail && s(&record.change.keys, "pk").as_deref() == Some("SHIP#b") {
+                        response
+                            .batch_item_failures
+                            .push(failure(record.change.sequence_number.as_deref()));
+                        *fail = false;
+                    }
+                }
+                seen.lock().unwrap().push(event.records);
+                Ok::<_, lambda_runtime::Error>(response)
+            }
+        };
+
+        let first = source
+            .poll_once(&env.streams, &env.sqs, handler)
+            .await
+            .unwrap();
+        assert_eq!(first.read, 6);
+        assert_eq!(first.filtered, 4);
+        assert_eq!(first.invocations, 1);
+        assert_eq!(first.delivered, 2);
+        assert_eq!(first.succeeded, 1);
+        // Done through the filtered NOTE#2 just before the failed SHIP#b.
+        assert_eq!(
+            source.checkpoints()[0].1.as_deref(),
+            Some(raw[2].2.as_str())
+        );
+
+        let second = source
+            .poll_once(&env.streams, &env.sqs, handler)
+            .await
+            .unwrap();
+        assert_eq!((second.read, second.delivered, second.succeeded), (0, 1, 1));
+        // Nothing pending: done through the filtered REMOVE and NOTE#3 after it.
+        assert_eq!(
+            source.checkpoints()[0].1.as_deref(),
+            Some(raw[5].2.as_str())
+        );
+        let keys: Vec<Vec<String>> = seen.lock().unwrap().iter().map(|b| keys_of(b)).collect();
+        assert_eq!(keys, [vec!["SHIP#a", "SHIP#b"], vec!["SHIP#b"]]);
+
+        // Only filtered-out records: no invocation, the checkpoint still moves.
+        put(&env, "NOTE#4", "x").await;
+        put(&env, "NOTE#5", "x").await;
+        let drained = source
+            .drain(&env.streams, &env.sqs, handler, 10)
+            .await
+            .unwrap();
+        assert_eq!(drained.totals.invocations, 0);
+        assert_eq!((drained.totals.read, drained.totals.filtered), (2, 2));
+        assert_eq!((drained.polls, drained.totals.calls), (2, 2));
+        let raw = raw_stream(&env).await;
+        assert_eq!(raw[7].0, "NOTE#5");
+        assert_eq!(
+            source.checkpoints()[0].1.as_deref(),
+            Some(raw[7].2.as_str())
+        );
+        assert_eq!(seen.lock().unwrap().len(), 2);
+
+        // A MODIFY of a shipment passes again.
+        put(&env, "SHIP#b", "Delivered").await;
+        let modified = source
+            .drain(&env.streams, &env.sqs, handler, 10)
+            .await
+            .unwrap();
+        assert_eq!(modified.totals.delivered, 1);
+        let last = seen.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(last[0].event_name, "MODIFY");
+    }
+
+    #[tokio::test]
+    async fn a_pattern_that_is_not_a_json_object_fails_every_poll_without_calls() {
+        let env = env("badfilter").await;
+        let handler = |_event: Event| async {
+            Ok::<_, lambda_runtime::Error>(DynamoDbEventResponse::default())
+        };
+        for bad in ["not json", r#"["INSERT"]"#] {
+            let mut source =
+                StreamSource::new(&env.stream_arn, FUNCTION_ARN, StartingPosition::TrimHorizon)
+                    .unwrap()
+                    .with_filters(vec![
+                        r#"{"eventName": ["INSERT"]}"#.to_string(),
+                        bad.to_string(),
+                    ]);
+            let result = source.poll_once(&env.streams, &env.sqs, handler).await;
+            assert!(
+                matches!(result, Err(RunnerError::InvalidConfig(_))),
+                "{bad}"
+            );
+            assert_eq!(source.aws_calls(), 0);
+        }
+        // Replacing the patterns with valid ones clears the error.
+        let mut source =
+            StreamSource::new(&env.stream_arn, FUNCTION_ARN, StartingPosition::TrimHorizon)
+                .unwrap()
+                .with_filters(vec!["nope".to_string()])
+                .with_filters(vec![r#"{"eventName": ["INSERT"]}"#.to_string()]);
+        assert!(source
+            .poll_once(&env.streams, &env.sqs, handler)
+            .await
+            .is_ok());
     }
 }

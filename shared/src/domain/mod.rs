@@ -8,7 +8,7 @@ pub mod templates;
 pub mod trace;
 
 pub use ids::{Carrier, IdError, PhoneNumber, ShipmentId, TrackingNumber};
-pub use schedule::{check_interval, next_check_at, Priority};
+pub use schedule::{check_interval, next_check_at, plan_next_check, Priority};
 pub use shipment::{apply_check, CheckOutcome, Ignored, Locale, Recipient, Shipment, Transition};
 pub use status::{Status, SubStatus};
 pub use templates::{render, Notification};

@@ -73,6 +73,107 @@ pub fn next_check_at(
     check_interval(status, priority).map(|d| now + d)
 }
 
+/// Beijing time (UTC+8): when couriers in China go out on delivery.
+fn china_hour(t: DateTime<Utc>) -> u32 {
+    use chrono::Timelike;
+    (t + Duration::hours(8)).hour()
+}
+
+/// Couriers leave for their rounds from about 07:00 and stop by 21:00 Beijing time.
+const ROUNDS_START_HOUR: u32 = 7;
+const ROUNDS_END_HOUR: u32 = 21;
+
+/// The next check, knowing how long the parcel has been in its status:
+/// - the status interval of [`check_interval`];
+/// - a parcel not yet picked up is checked every half hour for its first two hours, then every
+///   90 minutes (high tier: 15 then 30): labels are often printed hours before the courier comes;
+/// - a parcel waiting in its destination city overnight is not out for delivery before the
+///   morning rounds: a check that would fall between 21:00 and 07:00 Beijing time waits for 07:00.
+pub fn plan_next_check(
+    status: Status,
+    priority: Priority,
+    status_since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let interval = match status {
+        Status::Pending | Status::InfoReceived => {
+            let early = now - status_since < Duration::hours(2);
+            Some(match (priority, early) {
+                (Priority::High, true) => Duration::minutes(15),
+                (Priority::High, false) => Duration::minutes(30),
+                (Priority::Normal, true) => Duration::minutes(30),
+                (Priority::Normal, false) => Duration::minutes(90),
+            })
+        }
+        s => check_interval(s, priority),
+    }?;
+    let mut next = now + interval;
+    if status == Status::ArrivedAtDestinationCity {
+        let h = china_hour(next);
+        if !(ROUNDS_START_HOUR..ROUNDS_END_HOUR).contains(&h) {
+            let hours_to_morning = (24 + ROUNDS_START_HOUR - h) % 24;
+            use chrono::{DurationRound, Timelike};
+            let top_of_hour = next.duration_trunc(Duration::hours(1)).unwrap_or(next);
+            next = top_of_hour + Duration::hours(i64::from(hours_to_morning));
+            debug_assert_eq!(china_hour(next), ROUNDS_START_HOUR);
+            debug_assert_eq!(next.minute(), 0);
+        }
+    }
+    Some(next)
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn utc(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, h, m, 0).unwrap()
+    }
+
+    #[test]
+    fn a_parcel_not_yet_picked_up_backs_off_after_two_hours() {
+        let since = utc(0, 0);
+        assert_eq!(
+            plan_next_check(Status::Pending, Priority::Normal, since, utc(1, 0)),
+            Some(utc(1, 30))
+        );
+        assert_eq!(
+            plan_next_check(Status::Pending, Priority::Normal, since, utc(3, 0)),
+            Some(utc(4, 30))
+        );
+        assert_eq!(
+            plan_next_check(Status::InfoReceived, Priority::High, since, utc(3, 0)),
+            Some(utc(3, 30))
+        );
+    }
+
+    #[test]
+    fn arrived_in_city_overnight_waits_for_the_morning_rounds() {
+        // 14:30 UTC = 22:30 Beijing: next check 07:00 Beijing = 23:00 UTC.
+        let at = utc(14, 30);
+        assert_eq!(
+            plan_next_check(Status::ArrivedAtDestinationCity, Priority::Normal, at, at),
+            Some(utc(23, 0))
+        );
+        // 02:00 UTC = 10:00 Beijing: the plain hourly interval.
+        let day = utc(2, 0);
+        assert_eq!(
+            plan_next_check(Status::ArrivedAtDestinationCity, Priority::Normal, day, day),
+            Some(utc(3, 0))
+        );
+        // Out for delivery is never held back.
+        assert_eq!(
+            plan_next_check(Status::OutForDelivery, Priority::Normal, at, at),
+            Some(at + Duration::minutes(10))
+        );
+        assert_eq!(
+            plan_next_check(Status::Delivered, Priority::Normal, at, at),
+            None
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! The tracked parcel and the pure decision taken after every check.
 
 use super::ids::{PhoneNumber, ShipmentId};
-use super::schedule::{next_check_at, Priority};
+use super::schedule::{plan_next_check, Priority};
 use super::status::{Status, SubStatus};
 use super::trace::{keyed_events, EventKey, TraceEvent, TraceSnapshot};
 use chrono::{DateTime, Utc};
@@ -237,7 +237,12 @@ pub fn apply_check(
         updated.last_event = Some(last.clone());
         updated.event_count = current.event_count + new_events.len() as u32;
     }
-    updated.next_check_at = next_check_at(updated.status, updated.priority, now);
+    updated.next_check_at = plan_next_check(
+        updated.status,
+        updated.priority,
+        updated.status_changed_at,
+        now,
+    );
 
     CheckOutcome {
         updated,
