@@ -7,7 +7,6 @@ PY       ?= python3
 N        ?= 200
 DAYS     ?= 6
 SEED     ?= 7
-export MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 # Pinned local-stack tools (PyPI) live in requirements-local.txt.

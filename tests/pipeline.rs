@@ -155,6 +155,25 @@ async fn every_parcel_is_tracked_to_its_end_and_every_buyer_told_exactly_once() 
         );
     }
     assert_eq!(sms.len(), expected_total, "no SMS to anyone else");
+    // Every SMS the local SNS holds is accounted for by exactly one ledger entry (message id).
+    let ledger = p.sms_ledger().await.unwrap();
+    assert_eq!(ledger.len(), sms.len(), "one ledger entry per SMS sent");
+    for m in &sms {
+        assert!(
+            ledger.contains_key(&m.message_id),
+            "SMS {} has no ledger entry",
+            m.message_id
+        );
+    }
+    let delivered_told = ledger.values().filter(|s| **s == Status::Delivered).count();
+    let delivered = shipments
+        .values()
+        .filter(|s| s.status == Status::Delivered)
+        .count();
+    assert_eq!(
+        delivered_told, delivered,
+        "every delivered buyer was told once"
+    );
     assert!(
         expected_total >= parcels.len() * 4,
         "at least picked up, shipped, arrived, delivered-ish"

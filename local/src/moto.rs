@@ -74,10 +74,15 @@ pub fn workspace_root() -> Result<PathBuf, MotoError> {
     Err(MotoError::WorkspaceNotFound(starts.swap_remove(0)))
 }
 
-/// `MOTO_SERVER`, else the workspace venv's `moto_server`, else `moto_server` on PATH.
-fn moto_binary(root: &Path) -> PathBuf {
+/// `MOTO_SERVER`, else `local/moto-server` (moto's server with memoised request routing, run by
+/// the workspace venv), else the venv's plain `moto_server`, else `moto_server` on PATH.
+pub fn moto_binary(root: &Path) -> PathBuf {
     if let Some(bin) = std::env::var_os("MOTO_SERVER").filter(|v| !v.is_empty()) {
         return PathBuf::from(bin);
+    }
+    let fast = root.join("local/moto-server");
+    if fast.is_file() && root.join(".venv/bin/python").is_file() {
+        return fast;
     }
     let venv = root.join(".venv/bin/moto_server");
     if venv.is_file() {

@@ -417,6 +417,50 @@ impl Pipeline {
         Ok(out.count() as usize)
     }
 
+    /// The notification ledger's SMS entries that were sent: SNS message id → the status the
+    /// buyer was told about (parsed from `NOTE#{from}>{to}[(sub)]@v{n}#sms`).
+    pub async fn sms_ledger(
+        &self,
+    ) -> Result<HashMap<String, parcelwatch::domain::Status>, BoxError> {
+        let mut out = HashMap::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .dynamo
+                .scan()
+                .table_name(&self.stack.table_name)
+                .filter_expression("begins_with(sk, :note) AND #st = :sent")
+                .expression_attribute_names("#st", "state")
+                .expression_attribute_values(":note", AttributeValue::S("NOTE#".into()))
+                .expression_attribute_values(":sent", AttributeValue::S("sent".into()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await?;
+            for item in page.items() {
+                let sk = item.get("sk").and_then(|v| v.as_s().ok());
+                let mid = item.get("message_id").and_then(|v| v.as_s().ok());
+                let (Some(sk), Some(mid)) = (sk, mid) else {
+                    continue;
+                };
+                if !sk.ends_with("#sms") {
+                    continue;
+                }
+                let to = sk
+                    .split_once('>')
+                    .map(|(_, rest)| rest.split(['(', '@']).next().unwrap_or_default())
+                    .and_then(|name| name.parse().ok());
+                if let Some(to) = to {
+                    out.insert(mid.clone(), to);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// SMS the local SNS says it sent (read back from moto, not counted by our code).
     pub async fn sent_sms(&self) -> Result<Vec<SentSms>, BoxError> {
         Ok(sent_sms(&self.stack.endpoint).await?)

@@ -10,8 +10,11 @@ use std::fmt::Write;
 pub struct DemoReport {
     pub shipments: usize,
     pub by_status: BTreeMap<Status, usize>,
-    /// SMS read back from the local SNS, by the status of the shipment they were sent for.
+    /// SMS read back from the local SNS, by the status the buyer was told about (the SNS
+    /// message id joined with the notification ledger's record of which transition it was).
     pub sms_by_status: BTreeMap<Status, usize>,
+    /// SMS in the local SNS that no ledger entry accounts for (should be 0).
+    pub sms_unaccounted: usize,
     pub sms_total: usize,
     pub provider_calls: u64,
     pub delivered: usize,
@@ -39,13 +42,11 @@ impl DemoReport {
             *r.by_status.entry(s.status).or_default() += 1;
         }
         r.delivered = r.by_status.get(&Status::Delivered).copied().unwrap_or(0);
-        let phone_to_status: HashMap<&str, Status> = parcels
-            .iter()
-            .filter_map(|pc| by_id.get(&pc.id).map(|s| (pc.phone.expose(), s.status)))
-            .collect();
+        let told = p.sms_ledger().await?;
         for m in &sms {
-            if let Some(st) = phone_to_status.get(m.phone_number.as_str()) {
-                *r.sms_by_status.entry(*st).or_default() += 1;
+            match told.get(m.message_id.as_str()) {
+                Some(st) => *r.sms_by_status.entry(*st).or_default() += 1,
+                None => r.sms_unaccounted += 1,
             }
         }
         for pc in parcels {
@@ -73,9 +74,12 @@ impl DemoReport {
             "final status", "shipments", "SMS (read back)"
         );
         let _ = writeln!(out, "{}", "-".repeat(54));
-        for (st, n) in &self.by_status {
-            let sms = self.sms_by_status.get(st).copied().unwrap_or(0);
-            let _ = writeln!(out, "{:<26} {:>10} {:>16}", st.as_str(), n, sms);
+        for st in Status::ALL {
+            let n = self.by_status.get(&st).copied().unwrap_or(0);
+            let sms = self.sms_by_status.get(&st).copied().unwrap_or(0);
+            if n + sms > 0 {
+                let _ = writeln!(out, "{:<26} {:>10} {:>16}", st.as_str(), n, sms);
+            }
         }
         let _ = writeln!(out, "{}", "-".repeat(54));
         let _ = writeln!(
@@ -95,8 +99,8 @@ impl DemoReport {
         );
         let _ = writeln!(
             out,
-            "tracking DLQ: {}   notifier on-failure queue: {}   final status != simulator truth: {}",
-            self.dlq, self.notify_failures, self.mismatched
+            "tracking DLQ: {}   notifier on-failure queue: {}   final status != simulator truth: {}   SMS without a ledger entry: {}",
+            self.dlq, self.notify_failures, self.mismatched, self.sms_unaccounted
         );
         out
     }

@@ -132,10 +132,7 @@ impl FixedMoto {
             TcpListener::bind(("127.0.0.1", port))
                 .map_err(|source| UpError::PortTaken { port, source })?,
         );
-        let bin = std::env::var_os("MOTO_SERVER")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join(".venv/bin/moto_server"));
+        let bin = parcelwatch_local::moto::moto_binary(root);
         let dir = root.join(".local");
         let file_err = |path: &Path| {
             let path = path.to_path_buf();
