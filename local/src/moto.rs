@@ -241,11 +241,21 @@ pub struct SentSms {
 /// Every SMS moto has recorded (all accounts and regions; filter by phone number when the
 /// server is shared). Topic publishes are not listed: read those through an SQS subscriber.
 pub async fn sent_sms(endpoint: &str) -> Result<Vec<SentSms>, MotoError> {
-    let url = format!("{}/moto-api/data.json", endpoint.trim_end_matches('/'));
-    let data: serde_json::Value = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?
-        .get(url)
+    let base = endpoint.trim_end_matches('/');
+    // moto's full state dump grows with every object it ever created: give it time.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()?;
+    // The launcher's SMS view (local/moto_server.py) when present; moto's data.json otherwise.
+    let view = http
+        .get(format!("{base}/moto-api/sns/sms.json"))
+        .send()
+        .await?;
+    if view.status().is_success() {
+        return Ok(view.json().await?);
+    }
+    let data: serde_json::Value = http
+        .get(format!("{base}/moto-api/data.json"))
         .send()
         .await?
         .error_for_status()?

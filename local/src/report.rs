@@ -70,21 +70,26 @@ impl DemoReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<26} {:>10} {:>16}",
-            "final status", "shipments", "SMS (read back)"
+            "{:<26} {:>16} {:>22}",
+            "status", "shipments ending", "SMS telling of it"
         );
-        let _ = writeln!(out, "{}", "-".repeat(54));
+        let _ = writeln!(
+            out,
+            "{:<26} {:>16} {:>22}",
+            "", "in this status", "(read back from SNS)"
+        );
+        let _ = writeln!(out, "{}", "-".repeat(66));
         for st in Status::ALL {
             let n = self.by_status.get(&st).copied().unwrap_or(0);
             let sms = self.sms_by_status.get(&st).copied().unwrap_or(0);
             if n + sms > 0 {
-                let _ = writeln!(out, "{:<26} {:>10} {:>16}", st.as_str(), n, sms);
+                let _ = writeln!(out, "{:<26} {:>16} {:>22}", st.as_str(), n, sms);
             }
         }
-        let _ = writeln!(out, "{}", "-".repeat(54));
+        let _ = writeln!(out, "{}", "-".repeat(66));
         let _ = writeln!(
             out,
-            "{:<26} {:>10} {:>16}",
+            "{:<26} {:>16} {:>22}",
             "total", self.shipments, self.sms_total
         );
         let per = if self.delivered > 0 {

@@ -1,4 +1,5 @@
 //! parcelwatch: everything that is not a Lambda entry point.
+pub mod aws_error;
 pub mod config;
 pub mod domain;
 pub mod notify;

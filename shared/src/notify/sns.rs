@@ -18,35 +18,14 @@ impl SnsPublisher {
     }
 }
 
-fn classify<
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
->(
-    e: SdkError<E, R>,
+fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    e: SdkError<E, aws_sdk_sns::config::http::HttpResponse>,
 ) -> PublishError {
-    let code = e.code().unwrap_or_default().to_string();
-    let msg = match &e {
-        SdkError::ServiceError(se) => format!("{code}: {}", se.err().message().unwrap_or_default()),
-        other => other.to_string(),
-    };
-    match e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            PublishError::Retryable(msg)
-        }
-        _ if matches!(
-            code.as_str(),
-            "Throttling"
-                | "ThrottledException"
-                | "ThrottlingException"
-                | "InternalError"
-                | "InternalErrorException"
-                | "KMSThrottlingException"
-                | "ServiceUnavailable"
-        ) =>
-        {
-            PublishError::Retryable(msg)
-        }
-        _ => PublishError::Permanent(msg),
+    let f = crate::aws_error::read(&e);
+    if f.transient {
+        PublishError::Retryable(f.message)
+    } else {
+        PublishError::Permanent(f.message)
     }
 }
 

@@ -20,28 +20,14 @@ impl SqsQueue {
     }
 }
 
-fn classify<
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
->(
-    e: SdkError<E, R>,
+fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    e: SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
 ) -> QueueError {
-    let code = e.code().unwrap_or_default().to_string();
-    let msg = match &e {
-        SdkError::ServiceError(se) => format!("{code}: {}", se.err().message().unwrap_or_default()),
-        other => other.to_string(),
-    };
-    match e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            QueueError::Retryable(msg)
-        }
-        _ if code.contains("Throttl")
-            || code.contains("RequestThrottled")
-            || code.contains("Internal") =>
-        {
-            QueueError::Retryable(msg)
-        }
-        _ => QueueError::Permanent(msg),
+    let f = crate::aws_error::read(&e);
+    if f.transient {
+        QueueError::Retryable(f.message)
+    } else {
+        QueueError::Permanent(f.message)
     }
 }
 

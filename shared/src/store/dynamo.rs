@@ -45,30 +45,13 @@ pub(crate) fn classify<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let code = err.code().unwrap_or_default().to_string();
-    let msg = match &err {
-        SdkError::ServiceError(se) => format!("{code}: {}", se.err().message().unwrap_or_default()),
-        other => format!("{other}"),
-    };
-    match code.as_str() {
+    let f = crate::aws_error::read(&err);
+    match f.code.as_str() {
         "ConditionalCheckFailedException" | "TransactionConflictException" => {
-            StoreError::Conflict(msg)
+            StoreError::Conflict(f.message)
         }
-        "ProvisionedThroughputExceededException"
-        | "ThrottlingException"
-        | "RequestLimitExceeded"
-        | "InternalServerError"
-        | "ServiceUnavailable"
-        | "LimitExceededException" => StoreError::Retryable(msg),
-        _ => match err {
-            SdkError::TimeoutError(_)
-            | SdkError::DispatchFailure(_)
-            | SdkError::ResponseError(_) => StoreError::Retryable(msg),
-            SdkError::ServiceError(ref se) if se.raw().status().is_server_error() => {
-                StoreError::Retryable(msg)
-            }
-            _ => StoreError::Permanent(msg),
-        },
+        _ if f.transient => StoreError::Retryable(f.message),
+        _ => StoreError::Permanent(f.message),
     }
 }
 
