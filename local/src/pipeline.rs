@@ -376,28 +376,45 @@ impl Pipeline {
         Ok((d.totals.invocations, d.totals.read - d.totals.filtered))
     }
 
-    /// Every shipment in the table (a Scan: fine for a report, never used by the functions).
-    pub async fn shipments(&self) -> Result<Vec<Shipment>, BoxError> {
+    /// Every item matching a filter (a paginated Scan: fine for reports and assertions,
+    /// never used by the functions).
+    async fn scan_all(
+        &self,
+        filter: &str,
+        names: &[(&str, &str)],
+        values: &[(&str, &str)],
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, BoxError> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
-            let page = self
+            let mut req = self
                 .dynamo
                 .scan()
                 .table_name(&self.stack.table_name)
-                .filter_expression("sk = :m")
-                .expression_attribute_values(":m", AttributeValue::S("META".into()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await?;
-            for item in page.items() {
-                let rec: ShipmentRecord = serde_dynamo::from_item(item.clone())?;
-                out.push(rec.into_shipment()?);
+                .filter_expression(filter)
+                .set_exclusive_start_key(start);
+            for (k, v) in names {
+                req = req.expression_attribute_names(*k, *v);
             }
+            for (k, v) in values {
+                req = req.expression_attribute_values(*k, AttributeValue::S((*v).to_string()));
+            }
+            let page = req.send().await?;
+            out.extend(page.items().iter().cloned());
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => break,
             }
+        }
+        Ok(out)
+    }
+
+    /// Every shipment in the table.
+    pub async fn shipments(&self) -> Result<Vec<Shipment>, BoxError> {
+        let mut out = Vec::new();
+        for item in self.scan_all("sk = :m", &[], &[(":m", "META")]).await? {
+            let rec: ShipmentRecord = serde_dynamo::from_item(item)?;
+            out.push(rec.into_shipment()?);
         }
         Ok(out)
     }
@@ -422,40 +439,29 @@ impl Pipeline {
     pub async fn sms_ledger(
         &self,
     ) -> Result<HashMap<String, parcelwatch::domain::Status>, BoxError> {
+        let items = self
+            .scan_all(
+                "begins_with(sk, :note) AND #st = :sent",
+                &[("#st", "state")],
+                &[(":note", "NOTE#"), (":sent", "sent")],
+            )
+            .await?;
         let mut out = HashMap::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .dynamo
-                .scan()
-                .table_name(&self.stack.table_name)
-                .filter_expression("begins_with(sk, :note) AND #st = :sent")
-                .expression_attribute_names("#st", "state")
-                .expression_attribute_values(":note", AttributeValue::S("NOTE#".into()))
-                .expression_attribute_values(":sent", AttributeValue::S("sent".into()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await?;
-            for item in page.items() {
-                let sk = item.get("sk").and_then(|v| v.as_s().ok());
-                let mid = item.get("message_id").and_then(|v| v.as_s().ok());
-                let (Some(sk), Some(mid)) = (sk, mid) else {
-                    continue;
-                };
-                if !sk.ends_with("#sms") {
-                    continue;
-                }
-                let to = sk
-                    .split_once('>')
-                    .map(|(_, rest)| rest.split(['(', '@']).next().unwrap_or_default())
-                    .and_then(|name| name.parse().ok());
-                if let Some(to) = to {
-                    out.insert(mid.clone(), to);
-                }
+        for item in &items {
+            let sk = item.get("sk").and_then(|v| v.as_s().ok());
+            let mid = item.get("message_id").and_then(|v| v.as_s().ok());
+            let (Some(sk), Some(mid)) = (sk, mid) else {
+                continue;
+            };
+            if !sk.ends_with("#sms") {
+                continue;
             }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
+            let to = sk
+                .split_once('>')
+                .map(|(_, rest)| rest.split(['(', '@']).next().unwrap_or_default())
+                .and_then(|name| name.parse().ok());
+            if let Some(to) = to {
+                out.insert(mid.clone(), to);
             }
         }
         Ok(out)
