@@ -54,7 +54,7 @@ MOTO_PORT    ?= 5005
 SANDBOX_PORT ?= 9101
 STACK_ENV    := .local/stack.env
 
-.PHONY: watch invoke invoke-scheduler dlq shipments sms
+.PHONY: watch invoke invoke-scheduler invoke-order-sync dlq shipments sms bench
 
 watch: setup ## serve the functions with cargo lambda watch on :9001, with the env `make stack` wrote
 	@test -f $(STACK_ENV) || { echo "no $(STACK_ENV): start 'make stack' in another terminal first" >&2; exit 1; }
@@ -68,6 +68,14 @@ invoke-scheduler: ## run the scheduler under `make watch` as of now (the sample 
 	@mkdir -p .local
 	sed -E 's/"time": "[^"]*"/"time": "'"$$(date -u +%Y-%m-%dT%H:%M:%SZ)"'"/' events/scheduler/scheduled.json > .local/scheduled-now.json
 	cargo lambda invoke scheduler -A 127.0.0.1 -P $(WATCH_PORT) --data-file .local/scheduled-now.json
+
+invoke-order-sync: ## run order-sync under `make watch` as of now: pulls the orders `make stack` put on the sandbox
+	@mkdir -p .local
+	sed -E 's/"time": "[^"]*"/"time": "'"$$(date -u +%Y-%m-%dT%H:%M:%SZ)"'"/' events/order-sync/scheduled.json > .local/order-sync-now.json
+	cargo lambda invoke order-sync -A 127.0.0.1 -P $(WATCH_PORT) --data-file .local/order-sync-now.json
+
+bench: setup ## figures: order-sync throughput and push-to-SMS latency on the local stack (release build)
+	cargo run --release --quiet -p parcelwatch-local --bin bench
 
 # moto routes a request by the service named in the credential scope; it checks no signature.
 MOTO_AUTH = Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/$(1)/aws4_request, SignedHeaders=host, Signature=0

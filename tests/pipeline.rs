@@ -4,56 +4,10 @@
 //! the SMS moto says it sent, the DLQ's messages, the table's items.
 
 use chrono::Duration;
-use parcelwatch::domain::templates::render;
-use parcelwatch::domain::{Recipient, Shipment, Status, SubStatus, Transition};
-use parcelwatch_local::pipeline::{Parcel, Pipeline, PipelineOptions};
+use parcelwatch::domain::Status;
+use parcelwatch_local::pipeline::{expected_sms, Pipeline, PipelineOptions};
 use parcelwatch_local::runner::stream::{StartingPosition, StreamSource};
 use std::collections::HashMap;
-
-/// How many SMS the buyer of this parcel must receive: one per notifiable transition of the
-/// simulator's truth (status level), plus the locker-overdue reminder (a sub-status change).
-fn expected_sms(p: &Parcel, until: chrono::DateTime<chrono::Utc>) -> usize {
-    let mut shipment = Shipment::register(
-        p.id.clone(),
-        Default::default(),
-        "kdniao",
-        Recipient::default(),
-        None,
-        until,
-    );
-    let mut from = Status::Pending;
-    let mut n = 0;
-    for (_, to) in p.journey.truth_statuses(until) {
-        if to == from {
-            continue;
-        }
-        shipment.status = to;
-        let t = Transition {
-            from,
-            to,
-            from_sub: None,
-            to_sub: None,
-        };
-        n += usize::from(render(&shipment, &t, Default::default()).is_some());
-        from = to;
-    }
-    let overdue = p
-        .journey
-        .steps
-        .iter()
-        .any(|s| s.state_ex == "412" && s.at <= until);
-    if overdue {
-        shipment.status = Status::AvailableForPickup;
-        let t = Transition {
-            from: Status::AvailableForPickup,
-            to: Status::AvailableForPickup,
-            from_sub: Some(SubStatus::new("kdniao", "211")),
-            to_sub: Some(SubStatus::new("kdniao", "412")),
-        };
-        n += usize::from(render(&shipment, &t, Default::default()).is_some());
-    }
-    n
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_parcel_is_tracked_to_its_end_and_every_buyer_told_exactly_once() {

@@ -1,6 +1,7 @@
 //! The embedded local stack: moto (real AWS APIs on loopback), the carrier sandbox, and the
 //! in-process runner that feeds the functions with AWS's event-source semantics.
 
+pub mod bench;
 pub mod checksim;
 pub mod clock;
 pub mod demo;

@@ -4,21 +4,31 @@
 
 use crate::clock::{Clock, SimClock};
 use crate::moto::{sent_sms, SentSms};
+use crate::runner::http::{api_handler, HttpFront};
 use crate::runner::sqs::SqsSource;
 use crate::runner::stream::{StartingPosition, StreamSource};
 use crate::runner::ScheduleTick;
 use crate::sandbox::journey::{waybill_number, Journey};
+use crate::sandbox::orders::{
+    DEFAULT_FW199_APPID, DEFAULT_FW199_SECRET, DEFAULT_TOP_APP_KEY, DEFAULT_TOP_SECRET,
+    DEFAULT_TOP_SESSION,
+};
 use crate::sandbox::{Sandbox, SandboxConfig, DEFAULT_APP_KEY, DEFAULT_EBUSINESS_ID};
 use crate::stack::LocalStack;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use parcelwatch::config::{Config, NotifierConfig, SchedulerConfig, TrackerConfig};
-use parcelwatch::domain::{Locale, PhoneNumber, Priority, Recipient, Shipment, ShipmentId};
+use parcelwatch::domain::order::Platform;
+use parcelwatch::domain::{Locale, PhoneNumber, Priority, Recipient, Shipment, ShipmentId, Status};
+use parcelwatch::orders::{Fw199Config, TopConfig};
 use parcelwatch::store::{ShipmentRecord, ShipmentStore};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The Kuaidi100 push salt the local api is configured with.
+pub const LOCAL_KUAIDI100_SALT: &str = "sandbox-salt-0001";
 
 /// Carriers the demo ships with, and their share.
 pub const DEMO_CARRIERS: [&str; 7] = ["YTO", "ZTO", "STO", "YD", "SF", "JD", "EMS"];
@@ -32,6 +42,13 @@ pub struct PipelineOptions {
     pub tick: Duration,
     /// Overrides of the template's function environment (e.g. `SCHEDULER_MAX_ENQUEUE`).
     pub env: Vec<(String, String)>,
+    /// Push mode: the tracker subscribes shipments with the sandbox's Kdniao (8008), the
+    /// sandbox pushes every change to the api's `/push/kdniao` over HTTP, and polling drops to
+    /// the safety net.
+    pub push_mode: bool,
+    /// Shops whose orders the order-sync function pulls from the sandbox's platforms each tick
+    /// (`fw199:<seller nick>` / `top:<seller nick>`). Empty: order-sync does not run.
+    pub shops: Vec<String>,
 }
 
 impl Default for PipelineOptions {
@@ -48,12 +65,14 @@ impl Default for PipelineOptions {
                 ("SCHEDULER_MAX_ENQUEUE".into(), "400".into()),
                 ("DUE_SHARDS".into(), "2".into()),
             ],
+            push_mode: false,
+            shops: Vec::new(),
         }
     }
 }
 
 /// Counters of one tick.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TickReport {
     pub enqueued: usize,
     pub tracker_batches: usize,
@@ -61,6 +80,11 @@ pub struct TickReport {
     pub message_failures: usize,
     pub stream_batches: usize,
     pub stream_records: usize,
+    /// Provider pushes the sandbox delivered to the api (push mode), and how many were acknowledged.
+    pub pushes_sent: usize,
+    pub pushes_acked: usize,
+    /// The order-sync run of this tick, when shops are configured.
+    pub order_sync: Option<order_sync::SyncReport>,
 }
 
 /// Running totals.
@@ -73,10 +97,16 @@ pub struct Totals {
     pub message_failures: u64,
     pub stream_batches: u64,
     pub stream_records: u64,
+    pub pushes_sent: u64,
+    pub pushes_acked: u64,
     /// Wall time spent in each phase, for the demo's figures.
     pub scheduler_time: std::time::Duration,
     pub tracker_time: std::time::Duration,
     pub notifier_time: std::time::Duration,
+    pub push_time: std::time::Duration,
+    pub order_sync_time: std::time::Duration,
+    pub orders_synced: u64,
+    pub shipments_from_orders: u64,
 }
 
 /// A registered demo parcel and its planned journey (the simulator's truth).
@@ -96,6 +126,16 @@ pub struct Pipeline {
     pub scheduler: scheduler::Deps,
     pub tracker: tracker::LiveTracker,
     pub notifier: notifier::LiveNotifier,
+    pub api: Arc<api::LiveApi>,
+    /// The order-sync function, when shops are configured.
+    pub order_sync: Option<order_sync::Deps>,
+    pub order_schedule: ScheduleTick,
+    /// The api behind a local API Gateway (HTTP API, payload 2.0) on loopback: merchant routes
+    /// and the providers' push callbacks.
+    pub front: HttpFront,
+    /// The merchant API key the local api accepts.
+    pub api_key: String,
+    pub http: reqwest::Client,
     pub tracking: SqsSource,
     pub stream: StreamSource,
     pub schedule: ScheduleTick,
@@ -129,6 +169,43 @@ impl Pipeline {
         )
         .await?;
 
+        // The api first: in push mode the tracker needs its callback URL.
+        let api_key = format!(
+            "pw-local-{:016x}",
+            opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        );
+        let api_env = {
+            let mut env: HashMap<String, String> = stack
+                .function_env("api")
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            env.insert("API_KEYS".into(), api_key.clone());
+            env.insert("KDNIAO_EBUSINESS_ID".into(), sandbox.ebusiness_id().into());
+            env.insert("KDNIAO_APP_KEY".into(), sandbox.app_key().into());
+            env.insert("KUAIDI100_SALT".into(), LOCAL_KUAIDI100_SALT.into());
+            for (k, v) in &opts.env {
+                env.insert(k.clone(), v.clone());
+            }
+            env
+        };
+        let api = Arc::new(api::build(
+            &stack.sdk_config,
+            &Config::from_env(&api_env)?,
+            api::ApiConfig::from_env(&api_env)?,
+        ));
+        let front = {
+            let api = api.clone();
+            let clock = clock.clone();
+            HttpFront::start(api_handler(move |req| {
+                let api = api.clone();
+                let now = clock.now();
+                async move { api::handle(&api, req, now).await }
+            }))
+            .await?
+        };
+
         let env_for = |binary: &str| -> HashMap<String, String> {
             let mut env: HashMap<String, String> = stack
                 .function_env(binary)
@@ -141,12 +218,53 @@ impl Pipeline {
             env.insert("KDNIAO_APP_KEY".into(), sandbox.app_key().into());
             env.entry("TRACKING_DLQ_URL".into())
                 .or_insert_with(|| stack.tracking_dlq_url.clone());
+            env.insert(
+                "KDNIAO_SUBSCRIBE_ENDPOINT".into(),
+                sandbox.kdniao_subscribe_endpoint(),
+            );
+            if opts.push_mode {
+                env.insert("PUSH_CALLBACK_BASE_URL".into(), front.base_url());
+            } else {
+                env.remove("PUSH_CALLBACK_BASE_URL");
+            }
             for (k, v) in &opts.env {
                 env.insert(k.clone(), v.clone());
             }
             env
         };
         let sdk = &stack.sdk_config;
+        let order_sync = if opts.shops.is_empty() {
+            None
+        } else {
+            let mut env = env_for("order-sync");
+            env.insert("ORDER_SHOPS".into(), opts.shops.join(","));
+            env.insert("FW199_ENDPOINT".into(), sandbox.fw199_endpoint());
+            env.insert("FW199_APPID".into(), DEFAULT_FW199_APPID.into());
+            env.insert("FW199_SECRET".into(), DEFAULT_FW199_SECRET.into());
+            env.insert("TOP_ENDPOINT".into(), sandbox.top_endpoint());
+            env.insert("TOP_APP_KEY".into(), DEFAULT_TOP_APP_KEY.into());
+            env.insert("TOP_APP_SECRET".into(), DEFAULT_TOP_SECRET.into());
+            env.insert("TOP_SESSION".into(), DEFAULT_TOP_SESSION.into());
+            let cfg = order_sync::OrderSyncConfig::from_env(&env)?;
+            let fw199 = cfg
+                .has(Platform::Fw199)
+                .then(|| Fw199Config::from_env(&env))
+                .transpose()?;
+            let top = cfg
+                .has(Platform::Top)
+                .then(|| TopConfig::from_env(&env))
+                .transpose()?;
+            Some(order_sync::Deps::new(
+                sdk,
+                &Config::from_env(&env)?,
+                cfg,
+                fw199,
+                top,
+                reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(30))
+                    .build()?,
+            ))
+        };
         let sched_env = env_for("scheduler");
         let base = Config::from_env(&sched_env)?;
         let scheduler = scheduler::Deps::new(sdk, &base, SchedulerConfig::from_env(&sched_env)?);
@@ -193,6 +311,10 @@ impl Pipeline {
         .with_bisect_on_error(spec.bisect_on_error)
         .with_filters(spec.filter_patterns.clone());
         stream = stream.with_on_failure_queue(&stack.notify_failure_queue_url);
+        let order_schedule = ScheduleTick::new(format!(
+            "arn:aws:events:us-east-1:123456789012:rule/{}-order-sync",
+            stack.prefix
+        ))?;
         let schedule = ScheduleTick::new(format!(
             "arn:aws:events:us-east-1:123456789012:rule/{}-schedule",
             stack.prefix
@@ -207,6 +329,14 @@ impl Pipeline {
             scheduler,
             tracker,
             notifier,
+            api,
+            order_sync,
+            order_schedule,
+            front,
+            api_key,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
             tracking,
             stream,
             schedule,
@@ -271,6 +401,59 @@ impl Pipeline {
         Ok(parcels)
     }
 
+    /// Like [`Pipeline::register_demo_parcels`], but our side registers through the api's
+    /// `POST /shipments` over HTTP (one bulk request, with the merchant API key), as a merchant's
+    /// WMS back-fill would. Returns the parcels and the api's answer.
+    pub async fn register_via_api(
+        &mut self,
+        n: usize,
+        spread: Duration,
+    ) -> Result<(Vec<Parcel>, serde_json::Value), BoxError> {
+        let now = self.now();
+        let seed = self.opts.seed;
+        let mut parcels = Vec::with_capacity(n);
+        let mut items = Vec::with_capacity(n);
+        for i in 0..n {
+            let carrier = DEMO_CARRIERS[i % DEMO_CARRIERS.len()];
+            let number = waybill_number(carrier, i as u64, seed);
+            let offset = spread.num_seconds().max(1) * (i as i64) / (n.max(1) as i64);
+            let journey = self
+                .sandbox
+                .register(carrier, &number, now + Duration::seconds(offset));
+            let phone = PhoneNumber::parse(&format!(
+                "+86137{:08}",
+                (seed.wrapping_mul(104_729) + i as u64) % 100_000_000
+            ))?;
+            items.push(serde_json::json!({
+                "carrier": carrier,
+                "number": number,
+                "phone": phone.expose(),
+                "locale": if i % 5 == 4 { "en" } else { "zh-CN" },
+                "order_ref": format!("WMS-{seed}-{i:05}"),
+                "priority": if i % 10 == 0 { "high" } else { "normal" },
+            }));
+            parcels.push(Parcel {
+                id: ShipmentId::parse(carrier, &number)?,
+                phone,
+                journey,
+            });
+        }
+        let resp = self
+            .http
+            .post(format!("{}/shipments", self.front.base_url()))
+            .header("x-api-key", &self.api_key)
+            .json(&serde_json::json!({ "shipments": items }))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await?;
+        if !status.is_success() {
+            return Err(format!("POST /shipments answered {status}: {body}").into());
+        }
+        self.drain_stream().await?;
+        Ok((parcels, body))
+    }
+
     /// One scheduler period: advance the clock, expire the visibility of messages that failed
     /// (the queue's timeout is shorter than a tick), run the scheduler, then the trackers until
     /// the queue is empty, then the notifier until the stream is drained.
@@ -278,6 +461,18 @@ impl Pipeline {
         let now = self.clock.advance(self.opts.tick);
         let mut r = TickReport::default();
         let released = self.tracking.expire_failed(&self.sqs).await?;
+        let mut registered = 0;
+        if let Some(deps) = &self.order_sync {
+            let t0 = std::time::Instant::now();
+            let report = order_sync::handle(deps, self.order_schedule.event_at(now)).await?;
+            self.totals.order_sync_time += t0.elapsed();
+            for shop in &report.shops {
+                self.totals.orders_synced += shop.orders;
+                self.totals.shipments_from_orders += shop.shipments_registered;
+                registered += shop.shipments_registered + shop.stopped;
+            }
+            r.order_sync = Some(report);
+        }
         let ev = self.schedule.event_at(now);
         let t0 = std::time::Instant::now();
         let sched = scheduler::handle(&self.scheduler, ev).await?;
@@ -286,13 +481,28 @@ impl Pipeline {
         self.last_enqueued = sched.enqueued;
         // Nothing enqueued, nothing released, nothing injected: the queue is empty and so is
         // the stream (only the trackers write shipments). Skip the empty polls.
-        if r.enqueued > 0 || released > 0 || std::mem::take(&mut self.dirty) {
+        let dirty = std::mem::take(&mut self.dirty);
+        if r.enqueued > 0 || released > 0 || dirty {
             let t0 = std::time::Instant::now();
             let drained = self.drain_tracking().await?;
             self.totals.tracker_time += t0.elapsed();
             r.tracker_batches = drained.batches;
             r.messages = drained.received;
             r.message_failures = drained.reported_failed;
+        }
+        if self.opts.push_mode {
+            // The providers push what changed since their last acknowledged push, over HTTP, to
+            // the api's callback routes: the same requests the real ones send.
+            let t0 = std::time::Instant::now();
+            let pushed = self.sandbox.deliver_pushes(&self.http).await;
+            self.totals.push_time += t0.elapsed();
+            r.pushes_sent = pushed.sent as usize;
+            r.pushes_acked = pushed.acked as usize;
+            for f in &pushed.failures {
+                tracing::warn!(failure = %f, "push not acknowledged; the sandbox sends it again");
+            }
+        }
+        if r.enqueued > 0 || released > 0 || dirty || r.pushes_sent > 0 || registered > 0 {
             let t0 = std::time::Instant::now();
             let (b, n) = self.drain_stream().await?;
             self.totals.notifier_time += t0.elapsed();
@@ -308,6 +518,8 @@ impl Pipeline {
         t.message_failures += r.message_failures as u64;
         t.stream_batches += r.stream_batches as u64;
         t.stream_records += r.stream_records as u64;
+        t.pushes_sent += r.pushes_sent as u64;
+        t.pushes_acked += r.pushes_acked as u64;
         Ok(r)
     }
 
@@ -358,7 +570,9 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn drain_stream(&mut self) -> Result<(usize, usize), BoxError> {
+    /// Run the notifier over everything new on the table stream (what Lambda's stream poller
+    /// does between ticks); returns (invocations, records).
+    pub async fn drain_stream(&mut self) -> Result<(usize, usize), BoxError> {
         let notifier = &self.notifier;
         let clock = self.clock.clone();
         let d = self
@@ -412,7 +626,14 @@ impl Pipeline {
     /// Every shipment in the table.
     pub async fn shipments(&self) -> Result<Vec<Shipment>, BoxError> {
         let mut out = Vec::new();
-        for item in self.scan_all("sk = :m", &[], &[(":m", "META")]).await? {
+        let heads = self
+            .scan_all(
+                "sk = :m AND begins_with(pk, :ship)",
+                &[],
+                &[(":m", "META"), (":ship", "SHIP#")],
+            )
+            .await?;
+        for item in heads {
             let rec: ShipmentRecord = serde_dynamo::from_item(item)?;
             out.push(rec.into_shipment()?);
         }
@@ -514,4 +735,53 @@ impl Pipeline {
         }
         Ok(out)
     }
+}
+
+/// How many SMS the buyer of this parcel must receive: one per notifiable transition of the
+/// simulator's truth (status level), plus the locker-overdue reminder (a sub-status change).
+pub fn expected_sms(p: &Parcel, until: chrono::DateTime<chrono::Utc>) -> usize {
+    let mut shipment = Shipment::register(
+        p.id.clone(),
+        Default::default(),
+        "kdniao",
+        Recipient::default(),
+        None,
+        until,
+    );
+    let mut from = Status::Pending;
+    let mut n = 0;
+    for (_, to) in p.journey.truth_statuses(until) {
+        if to == from {
+            continue;
+        }
+        shipment.status = to;
+        let t = parcelwatch::domain::Transition {
+            from,
+            to,
+            from_sub: None,
+            to_sub: None,
+        };
+        n += usize::from(
+            parcelwatch::domain::templates::render(&shipment, &t, Default::default()).is_some(),
+        );
+        from = to;
+    }
+    let overdue = p
+        .journey
+        .steps
+        .iter()
+        .any(|s| s.state_ex == "412" && s.at <= until);
+    if overdue {
+        shipment.status = Status::AvailableForPickup;
+        let t = parcelwatch::domain::Transition {
+            from: Status::AvailableForPickup,
+            to: Status::AvailableForPickup,
+            from_sub: Some(parcelwatch::domain::SubStatus::new("kdniao", "211")),
+            to_sub: Some(parcelwatch::domain::SubStatus::new("kdniao", "412")),
+        };
+        n += usize::from(
+            parcelwatch::domain::templates::render(&shipment, &t, Default::default()).is_some(),
+        );
+    }
+    n
 }

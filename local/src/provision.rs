@@ -1253,14 +1253,22 @@ mod tests {
         assert_eq!(pattern["dynamodb"]["Keys"]["sk"]["S"][0], "META");
         assert_eq!(
             es.schedules,
-            vec![ScheduleSpec {
-                function: "scheduler".into(),
-                expression: "rate(1 minute)".into()
-            }]
+            vec![
+                ScheduleSpec {
+                    function: "scheduler".into(),
+                    expression: "rate(1 minute)".into()
+                },
+                ScheduleSpec {
+                    function: "order-sync".into(),
+                    expression: "rate(5 minutes)".into()
+                }
+            ]
         );
         assert_eq!(es.function_timeouts.get("tracker"), Some(&30));
         assert_eq!(es.function_timeouts.get("scheduler"), Some(&60));
-        assert_eq!(es.function_timeouts.len(), 3);
+        assert_eq!(es.function_timeouts.get("order-sync"), Some(&240));
+        assert_eq!(es.function_timeouts.get("api"), Some(&10));
+        assert_eq!(es.function_timeouts.len(), 5);
     }
 
     #[test]

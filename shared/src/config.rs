@@ -51,11 +51,11 @@ impl Env for std::collections::HashMap<String, String> {
     }
 }
 
-fn required(env: &dyn Env, key: &'static str) -> Result<String, ConfigError> {
+pub(crate) fn required(env: &dyn Env, key: &'static str) -> Result<String, ConfigError> {
     env.get(key).ok_or(ConfigError::Missing(key))
 }
 
-fn parsed<T: std::str::FromStr>(
+pub(crate) fn parsed<T: std::str::FromStr>(
     env: &dyn Env,
     key: &'static str,
     default: T,
@@ -160,6 +160,9 @@ pub struct TrackerConfig {
     pub dead_letter_queue_url: String,
     /// Provider calls in flight at once per invocation.
     pub concurrency: usize,
+    /// Push mode (`PUSH_CALLBACK_BASE_URL` set): Kdniao shipments are subscribed (8008) on
+    /// their first check and polled only as a safety net afterwards.
+    pub kdniao_push: Option<crate::providers::kdniao_push::KdniaoPushConfig>,
 }
 
 impl TrackerConfig {
@@ -168,6 +171,12 @@ impl TrackerConfig {
             kdniao: KdniaoConfig::from_env(env)?,
             dead_letter_queue_url: required(env, "TRACKING_DLQ_URL")?,
             concurrency: parsed(env, "TRACKER_CONCURRENCY", 8usize)?.max(1),
+            kdniao_push: match env.get("PUSH_CALLBACK_BASE_URL") {
+                Some(_) => Some(crate::providers::kdniao_push::KdniaoPushConfig::from_env(
+                    env,
+                )?),
+                None => None,
+            },
         })
     }
 }

@@ -85,11 +85,15 @@ fn decode(image: &serde_dynamo::Item) -> Result<Option<Shipment>, RecordError> {
         .map_err(|e| RecordError::BadImage(e.to_string()))
 }
 
+/// A shipment head (`pk = SHIP#…`, `sk = META`). Order heads and sync watermarks share
+/// `sk = META` in the same table and are not the notifier's business.
 fn is_meta(record: &EventRecord) -> bool {
-    matches!(
-        record.change.keys.get("sk"),
-        Some(serde_dynamo::AttributeValue::S(sk)) if sk == parcelwatch::store::record::META
-    )
+    let key = |k: &str| match record.change.keys.get(k) {
+        Some(serde_dynamo::AttributeValue::S(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    key("sk") == Some(parcelwatch::store::record::META)
+        && key("pk").is_some_and(|pk| pk.starts_with("SHIP#"))
 }
 
 async fn handle_record<L: Ledger, P: Publisher>(

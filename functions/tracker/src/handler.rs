@@ -3,23 +3,41 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
-use parcelwatch::domain::{apply_check, next_check_at, ShipmentId, TraceSnapshot};
+use parcelwatch::domain::{next_check_at, safety_net_check, ShipmentId};
+use parcelwatch::providers::push::{Subscribed, Subscriber};
 use parcelwatch::providers::{ProviderError, TraceProvider, TraceQuery};
 use parcelwatch::queue::{DeadLetters, TrackMessage};
 use parcelwatch::store::{ShipmentStore, StoreError};
+use parcelwatch::tracking::{apply_snapshot, Applied, Source};
 use tracing::Instrument;
 
-/// Conditional-write races retried before the message is handed back to the queue.
-const CONFLICT_ATTEMPTS: u32 = 3;
 /// After a permanent provider rejection, look again this much later (the merchant may fix the
 /// carrier code) instead of hammering the provider every tick.
 const REJECTED_RECHECK_HOURS: i64 = 6;
 
-pub struct Tracker<S, P, D> {
+pub struct Tracker<S, P, D, B = NoPush> {
     pub store: S,
     pub provider: P,
     pub dead_letters: D,
     pub concurrency: usize,
+    /// Push mode: shipments of this provider are subscribed on their first check instead of
+    /// polled, and then polled only as a safety net. `None`: poll everything.
+    pub subscriber: Option<B>,
+}
+
+/// The subscriber of a tracker that only polls. Never called: its `Tracker::subscriber` is `None`.
+pub struct NoPush;
+
+impl Subscriber for NoPush {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+    async fn subscribe(&self, _q: &TraceQuery) -> Result<Subscribed, ProviderError> {
+        Err(ProviderError::Permanent {
+            provider: "none",
+            reason: "push mode is off".into(),
+        })
+    }
 }
 
 /// What became of one message.
@@ -29,6 +47,8 @@ pub enum Processed {
         transition: Option<String>,
         new_events: usize,
     },
+    /// Subscribed for pushes (no trace query): the provider will push, we poll only as a safety net.
+    Subscribed { already: bool },
     /// Tracking already stopped (terminal status): nothing to do.
     AlreadyFinal,
 }
@@ -53,8 +73,8 @@ impl From<StoreError> for RecordError {
     }
 }
 
-pub async fn handle_batch<S, P, D>(
-    t: &Tracker<S, P, D>,
+pub async fn handle_batch<S, P, D, B>(
+    t: &Tracker<S, P, D, B>,
     event: SqsEvent,
     now: DateTime<Utc>,
 ) -> SqsBatchResponse
@@ -62,6 +82,7 @@ where
     S: ShipmentStore,
     P: TraceProvider,
     D: DeadLetters,
+    B: Subscriber,
 {
     let results: Vec<Option<String>> = stream::iter(event.records)
         .map(|msg| {
@@ -84,8 +105,8 @@ where
 }
 
 /// Returns the message id when the message must be reported as failed.
-async fn handle_message<S, P, D>(
-    t: &Tracker<S, P, D>,
+async fn handle_message<S, P, D, B>(
+    t: &Tracker<S, P, D, B>,
     msg: SqsMessage,
     now: DateTime<Utc>,
 ) -> Option<String>
@@ -93,6 +114,7 @@ where
     S: ShipmentStore,
     P: TraceProvider,
     D: DeadLetters,
+    B: Subscriber,
 {
     let message_id = msg.message_id.clone().unwrap_or_default();
     let body = msg.body.as_deref().unwrap_or("");
@@ -129,9 +151,10 @@ where
     }
 }
 
-/// Check one shipment: read, query the provider once, fold, write conditionally (re-reading on a lost race).
-pub async fn process<S, P, D>(
-    t: &Tracker<S, P, D>,
+/// Check one shipment: read, query the provider once, then fold and write through the shared
+/// path (conditional on the version, re-reading on a lost race).
+pub async fn process<S, P, D, B>(
+    t: &Tracker<S, P, D, B>,
     id: &ShipmentId,
     now: DateTime<Utc>,
 ) -> Result<Processed, RecordError>
@@ -139,85 +162,95 @@ where
     S: ShipmentStore,
     P: TraceProvider,
     D: DeadLetters,
+    B: Subscriber,
 {
-    let mut snapshot: Option<TraceSnapshot> = None;
-    for attempt in 0..CONFLICT_ATTEMPTS {
-        let Some(shipment) = t.store.get(id).await? else {
-            return Err(RecordError::Permanent(format!(
-                "shipment {id} is not registered"
-            )));
-        };
-        if shipment.status.is_terminal() {
-            return Ok(Processed::AlreadyFinal);
-        }
-        let snap = match &snapshot {
-            Some(s) => s.clone(),
-            None => {
-                let q = TraceQuery {
-                    id: id.clone(),
-                    phone: shipment.recipient.phone.clone(),
-                    order_ref: shipment.order_ref.clone(),
-                };
-                match t.provider.query(&q).await {
-                    Ok(s) => {
-                        snapshot = Some(s.clone());
-                        s
-                    }
-                    Err(ProviderError::Retryable { reason, .. }) => {
-                        return Err(RecordError::Retryable(reason))
-                    }
-                    Err(ProviderError::Permanent { reason, provider }) => {
-                        let mut rejected = shipment.clone();
-                        rejected.checked_at = Some(now);
-                        rejected.last_error = Some(format!("{provider}: {reason}"));
-                        rejected.next_check_at =
-                            next_check_at(shipment.status, shipment.priority, now).map(|t| {
-                                t.max(now + chrono::Duration::hours(REJECTED_RECHECK_HOURS))
-                            });
-                        match t.store.save(&rejected, &[]).await {
-                            Ok(_) | Err(StoreError::Conflict(_)) => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                        return Err(RecordError::Permanent(format!(
-                            "{provider} rejected {id}: {reason}"
-                        )));
-                    }
-                }
-            }
-        };
-        let outcome = apply_check(&shipment, &snap, now);
-        match t.store.save(&outcome.updated, &outcome.new_events).await {
-            Ok(version) => {
-                let transition = outcome.transition.as_ref().map(|tr| tr.key());
-                if let Some(tr) = &outcome.transition {
-                    tracing::info!(from = %tr.from, to = %tr.to, sub_status = ?tr.to_sub.as_ref().map(|s| s.to_string()),
-                        new_events = outcome.new_events.len(), version, "status transition");
-                }
-                if let Some(ig) = outcome.ignored {
-                    tracing::info!(reason = ?ig, provider_status = %snap.status, "provider answer not applied");
-                }
-                return Ok(Processed::Checked {
-                    transition,
-                    new_events: outcome.new_events.len(),
+    let Some(shipment) = t.store.get(id).await? else {
+        return Err(RecordError::Permanent(format!(
+            "shipment {id} is not registered"
+        )));
+    };
+    if shipment.status.is_terminal() {
+        return Ok(Processed::AlreadyFinal);
+    }
+    let q = TraceQuery {
+        id: id.clone(),
+        phone: shipment.recipient.phone.clone(),
+        order_ref: shipment.order_ref.clone(),
+    };
+    if let Some(sub) = t
+        .subscriber
+        .as_ref()
+        .filter(|b| !shipment.is_subscribed() && shipment.provider == b.name())
+    {
+        match sub.subscribe(&q).await {
+            Ok(done) => {
+                let mut subscribed = shipment.clone();
+                subscribed.subscribed_at = Some(now);
+                subscribed.last_error = None;
+                subscribed.next_check_at = safety_net_check(shipment.status, now);
+                // A lost race re-runs the whole check on redelivery; subscribing twice is harmless.
+                t.store.save(&subscribed, &[]).await?;
+                tracing::info!(
+                    provider = sub.name(),
+                    already = done.already_subscribed,
+                    "subscribed for pushes; polling drops to the safety net"
+                );
+                return Ok(Processed::Subscribed {
+                    already: done.already_subscribed,
                 });
             }
-            Err(StoreError::Conflict(reason)) => {
-                tracing::info!(attempt, %reason, "lost a write race; re-reading");
-                continue;
+            Err(ProviderError::Retryable { reason, .. }) => {
+                return Err(RecordError::Retryable(format!("subscribe: {reason}")))
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                // Tracking must not stop because push is unavailable: poll this shipment.
+                tracing::warn!(error = %e, "subscription refused; polling instead");
+            }
         }
     }
-    Err(RecordError::Retryable(format!(
-        "{id}: still contended after {CONFLICT_ATTEMPTS} attempts"
-    )))
+    let snapshot = match t.provider.query(&q).await {
+        Ok(s) => s,
+        Err(ProviderError::Retryable { reason, .. }) => return Err(RecordError::Retryable(reason)),
+        Err(ProviderError::Permanent { reason, provider }) => {
+            let mut rejected = shipment.clone();
+            rejected.checked_at = Some(now);
+            rejected.last_error = Some(format!("{provider}: {reason}"));
+            rejected.next_check_at = next_check_at(shipment.status, shipment.priority, now)
+                .map(|t| t.max(now + chrono::Duration::hours(REJECTED_RECHECK_HOURS)));
+            match t.store.save(&rejected, &[]).await {
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Err(RecordError::Permanent(format!(
+                "{provider} rejected {id}: {reason}"
+            )));
+        }
+    };
+    match apply_snapshot(&t.store, id, &snapshot, Source::Poll, now).await {
+        Ok(Applied::Written {
+            transition,
+            new_events,
+            ..
+        }) => Ok(Processed::Checked {
+            transition: transition.map(|tr| tr.key()),
+            new_events,
+        }),
+        Ok(Applied::AlreadyFinal) => Ok(Processed::AlreadyFinal),
+        Ok(Applied::NotRegistered) => Err(RecordError::Permanent(format!(
+            "shipment {id} is not registered"
+        ))),
+        Err(e) if e.is_retryable() => Err(RecordError::Retryable(e.to_string())),
+        Err(e) => Err(RecordError::Permanent(e.to_string())),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use parcelwatch::domain::{Priority, Recipient, Shipment, Status, SubStatus, TraceEvent};
+    use parcelwatch::domain::{
+        Priority, Recipient, Shipment, Status, SubStatus, TraceEvent, TraceSnapshot,
+    };
     use parcelwatch::queue::QueueError;
     use parcelwatch::store::MemoryStore;
     use std::collections::HashMap;
@@ -320,6 +353,7 @@ mod tests {
             provider,
             dead_letters: Dlq::default(),
             concurrency: 4,
+            subscriber: None,
         }
     }
 
@@ -458,5 +492,95 @@ mod tests {
             Processed::AlreadyFinal
         );
         assert_eq!(*t.provider.calls.lock().unwrap(), before);
+    }
+
+    /// Subscribes every shipment it is asked to; refuses the waybills listed in `refuse`.
+    #[derive(Default)]
+    struct ScriptedSubscriber {
+        calls: Mutex<Vec<String>>,
+        refuse: Vec<String>,
+    }
+    impl Subscriber for ScriptedSubscriber {
+        fn name(&self) -> &'static str {
+            "kdniao"
+        }
+        async fn subscribe(&self, q: &TraceQuery) -> Result<Subscribed, ProviderError> {
+            self.calls.lock().unwrap().push(q.id.number.to_string());
+            if self.refuse.iter().any(|n| n == q.id.number.as_str()) {
+                return Err(ProviderError::Permanent {
+                    provider: "kdniao",
+                    reason: "订阅失败".into(),
+                });
+            }
+            Ok(Subscribed {
+                provider: "kdniao",
+                already_subscribed: false,
+                estimated_delivery: None,
+            })
+        }
+    }
+
+    fn push_tracker(
+        refuse: &[&str],
+    ) -> Tracker<MemoryStore, ScriptedProvider, Dlq, ScriptedSubscriber> {
+        let t = tracker();
+        Tracker {
+            store: t.store,
+            provider: t.provider,
+            dead_letters: t.dead_letters,
+            concurrency: 4,
+            subscriber: Some(ScriptedSubscriber {
+                calls: Mutex::default(),
+                refuse: refuse.iter().map(|s| s.to_string()).collect(),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn push_mode_subscribes_instead_of_polling_then_polls_only_as_a_safety_net() {
+        let t = push_tracker(&[]);
+        let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
+        assert_eq!(
+            process(&t, &id, now()).await.unwrap(),
+            Processed::Subscribed { already: false }
+        );
+        assert_eq!(*t.provider.calls.lock().unwrap(), 0, "no trace query");
+        let s = t.store.shipment(&id).unwrap();
+        assert_eq!(s.subscribed_at, Some(now()));
+        assert_eq!(
+            s.next_check_at,
+            Some(now() + parcelwatch::domain::SAFETY_NET)
+        );
+        // The safety-net check polls, and does not subscribe again.
+        let later = now() + parcelwatch::domain::SAFETY_NET;
+        let out = process(&t, &id, later).await.unwrap();
+        assert!(
+            matches!(out, Processed::Checked { new_events: 3, .. }),
+            "{out:?}"
+        );
+        assert_eq!(*t.provider.calls.lock().unwrap(), 1);
+        assert_eq!(
+            t.subscriber.as_ref().unwrap().calls.lock().unwrap().len(),
+            1
+        );
+        let s = t.store.shipment(&id).unwrap();
+        assert_eq!(
+            s.next_check_at,
+            Some(later + parcelwatch::domain::SAFETY_NET)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_subscription_falls_back_to_polling() {
+        let t = push_tracker(&["SF1000000000002"]);
+        let id = ShipmentId::parse("SF", "SF1000000000002").unwrap();
+        let out = process(&t, &id, now()).await.unwrap();
+        assert!(
+            matches!(out, Processed::Checked { new_events: 1, .. }),
+            "{out:?}"
+        );
+        let s = t.store.shipment(&id).unwrap();
+        assert_eq!(s.subscribed_at, None);
+        assert!(s.next_check_at.unwrap() < now() + parcelwatch::domain::SAFETY_NET);
     }
 }

@@ -9,10 +9,11 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent};
 use parcelwatch::config::{Config, ProcessEnv, TrackerConfig};
 use parcelwatch::providers::kdniao::KdniaoClient;
+use parcelwatch::providers::kdniao_push::KdniaoSubscriber;
 use parcelwatch::queue::SqsQueue;
 use parcelwatch::store::DynamoStore;
 
-pub type LiveTracker = Tracker<DynamoStore, KdniaoClient, SqsQueue>;
+pub type LiveTracker = Tracker<DynamoStore, KdniaoClient, SqsQueue, KdniaoSubscriber>;
 
 /// Build the tracker from configuration and an SDK config (clients once per cold start).
 pub fn build(
@@ -31,7 +32,11 @@ pub fn build(
             &base.table_name,
             base.due_shards,
         ),
-        provider: KdniaoClient::new(cfg.kdniao.clone(), http),
+        provider: KdniaoClient::new(cfg.kdniao.clone(), http.clone()),
+        subscriber: cfg
+            .kdniao_push
+            .clone()
+            .map(|push| KdniaoSubscriber::new(push, http)),
         dead_letters: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &cfg.dead_letter_queue_url),
         concurrency: cfg.concurrency,
     })

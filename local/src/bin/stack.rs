@@ -1,6 +1,7 @@
-//! `make stack`: moto and the Kdniao sandbox on fixed loopback ports, template.yaml's resources
-//! created in moto, and the three waybills of events/tracker/batch.json registered on both
-//! sides, so the functions can run under `cargo lambda watch` against real servers.
+//! `make stack`: moto and the carrier/order-platform sandbox on fixed loopback ports,
+//! template.yaml's resources created in moto, the three waybills of events/tracker/batch.json
+//! registered on both sides, and a few orders on the sandbox's fw199 and TOP platforms, so the
+//! functions can run under `cargo lambda watch` against real servers.
 //!
 //! Prints the environment for the functions and writes it to `.local/stack.env`; stays up until
 //! Ctrl-C. moto keeps everything in memory and every start provisions fresh resource names, so
@@ -15,13 +16,25 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use parcelwatch::config::{Config, ConfigError};
+use parcelwatch::domain::order::Platform;
 use parcelwatch::domain::{Locale, PhoneNumber, Priority, Recipient, Shipment, ShipmentId};
 use parcelwatch::store::{DynamoStore, ShipmentStore, StoreError};
 use parcelwatch_local::clock::{AcceleratedClock, Clock};
 use parcelwatch_local::moto::{workspace_root, MotoError};
+use parcelwatch_local::pipeline::LOCAL_KUAIDI100_SALT;
 use parcelwatch_local::sandbox::journey::JourneyKind;
+use parcelwatch_local::sandbox::orders::{
+    DEFAULT_FW199_APPID, DEFAULT_FW199_SECRET, DEFAULT_TOP_APP_KEY, DEFAULT_TOP_SECRET,
+    DEFAULT_TOP_SESSION,
+};
 use parcelwatch_local::sandbox::{Sandbox, SandboxConfig, SandboxError};
 use parcelwatch_local::stack::{LocalStack, StackError};
+
+/// Merchant API keys the local api accepts: those of the sample events in events/api/.
+const LOCAL_API_KEYS: &str = "test-key-0001,test-key-0002";
+/// The shops `make stack` creates orders for on the sandbox's order platforms.
+const STACK_FW199_SHOP: &str = "pw-demo-fw";
+const STACK_TOP_SHOP: &str = "pw-demo-top";
 
 const USAGE: &str = "usage: stack [--moto-port N] [--sandbox-port N] [--speed X] [--seed N]";
 /// moto needs ~0.6 s idle, much longer while cargo builds hold the cores.
@@ -275,6 +288,14 @@ async fn start(args: &Args, root: &Path) -> Result<Running, UpError> {
     for w in &DEMO_WAYBILLS {
         lines.push(register(&store, &sandbox, clock.now(), now, w).await?);
     }
+    // Orders for `make invoke-order-sync` to pull (their waybills get journeys too).
+    let fw = sandbox.generate_orders(STACK_FW199_SHOP, Platform::Fw199, 5, clock.now());
+    let top = sandbox.generate_orders(STACK_TOP_SHOP, Platform::Top, 5, clock.now());
+    lines.push(format!(
+        "{} fw199 orders for {STACK_FW199_SHOP}, {} TOP orders for {STACK_TOP_SHOP}",
+        fw.len(),
+        top.len()
+    ));
     Ok(Running {
         stack,
         sandbox,
@@ -336,6 +357,27 @@ fn function_env(stack: &LocalStack, sandbox: &Sandbox) -> Vec<(String, String)> 
     set(&mut env, "KDNIAO_EBUSINESS_ID", sandbox.ebusiness_id());
     set(&mut env, "KDNIAO_APP_KEY", sandbox.app_key());
     set(&mut env, "TRACKING_DLQ_URL", &stack.tracking_dlq_url);
+    set(
+        &mut env,
+        "KDNIAO_SUBSCRIBE_ENDPOINT",
+        &sandbox.kdniao_subscribe_endpoint(),
+    );
+    // The api: the merchant keys the sample events in events/api/ carry, and the push salt.
+    set(&mut env, "API_KEYS", LOCAL_API_KEYS);
+    set(&mut env, "KUAIDI100_SALT", LOCAL_KUAIDI100_SALT);
+    // order-sync: one shop on each platform of the sandbox, with its test credentials.
+    set(
+        &mut env,
+        "ORDER_SHOPS",
+        &format!("fw199:{STACK_FW199_SHOP},top:{STACK_TOP_SHOP}"),
+    );
+    set(&mut env, "FW199_ENDPOINT", &sandbox.fw199_endpoint());
+    set(&mut env, "FW199_APPID", DEFAULT_FW199_APPID);
+    set(&mut env, "FW199_SECRET", DEFAULT_FW199_SECRET);
+    set(&mut env, "TOP_ENDPOINT", &sandbox.top_endpoint());
+    set(&mut env, "TOP_APP_KEY", DEFAULT_TOP_APP_KEY);
+    set(&mut env, "TOP_APP_SECRET", DEFAULT_TOP_SECRET);
+    set(&mut env, "TOP_SESSION", DEFAULT_TOP_SESSION);
     env
 }
 
@@ -537,6 +579,14 @@ mod tests {
                 w.kind
             );
         }
-        assert_eq!(up.lines.len(), DEMO_WAYBILLS.len());
+        assert_eq!(up.lines.len(), DEMO_WAYBILLS.len() + 1, "waybills + orders line");
+        // The sandbox's platforms hold the orders `make invoke-order-sync` pulls.
+        assert_eq!(up.sandbox.orders(Platform::Fw199, STACK_FW199_SHOP).len(), 5);
+        assert_eq!(up.sandbox.orders(Platform::Top, STACK_TOP_SHOP).len(), 5);
+        assert_eq!(env.get("API_KEYS").map(String::as_str), Some(LOCAL_API_KEYS));
+        assert_eq!(
+            env.get("FW199_ENDPOINT"),
+            Some(&up.sandbox.fw199_endpoint())
+        );
     }
 }

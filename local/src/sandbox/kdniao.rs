@@ -27,15 +27,15 @@ use std::sync::Arc;
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct KdniaoForm {
     #[serde(rename = "RequestData")]
-    request_data: Option<String>,
+    pub(crate) request_data: Option<String>,
     #[serde(rename = "EBusinessID")]
-    ebusiness_id: Option<String>,
+    pub(crate) ebusiness_id: Option<String>,
     #[serde(rename = "RequestType")]
-    request_type: Option<String>,
+    pub(crate) request_type: Option<String>,
     #[serde(rename = "DataSign")]
-    data_sign: Option<String>,
+    pub(crate) data_sign: Option<String>,
     #[serde(rename = "DataType")]
-    data_type: Option<String>,
+    pub(crate) data_type: Option<String>,
 }
 
 /// RequestData of 1002 / 8001.
@@ -77,7 +77,7 @@ pub(crate) async fn handle(
     Json(answer(&shared, &form))
 }
 
-fn failure(ebusiness_id: &str, reason: &str) -> Value {
+pub(crate) fn failure(ebusiness_id: &str, reason: &str) -> Value {
     json!({
         "EBusinessID": ebusiness_id,
         "UpdateTime": china_time(Utc::now()),

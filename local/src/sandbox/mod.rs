@@ -12,6 +12,8 @@
 
 pub mod journey;
 pub mod kdniao;
+pub mod orders;
+pub mod push;
 
 use crate::clock::Clock;
 use axum::extract::rejection::JsonRejection;
@@ -128,6 +130,10 @@ pub(crate) struct Shared {
     clock: Arc<dyn Clock>,
     waybills: RwLock<HashMap<WaybillKey, Journey>>,
     counters: Counters,
+    /// The order platforms' side (fw199 enhanced order list, TOP): see [`orders`].
+    pub(crate) orders: orders::OrderBook,
+    /// Push subscriptions (Kdniao 8008, Kuaidi100 poll) and push delivery: see [`push`].
+    pub(crate) push: push::Subscriptions,
 }
 
 fn key(carrier: &str, number: &str) -> WaybillKey {
@@ -207,6 +213,8 @@ impl Sandbox {
             clock,
             waybills: RwLock::new(HashMap::new()),
             counters: Counters::default(),
+            orders: orders::OrderBook::default(),
+            push: push::Subscriptions::default(),
         });
         let app = router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -308,6 +316,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/sandbox/waybills", post(register_waybill))
         .route("/sandbox/waybills/{carrier}/{number}", get(get_waybill))
         .route("/sandbox/stats", get(get_stats))
+        .merge(orders::routes())
+        .merge(push::routes())
         .with_state(shared)
 }
 

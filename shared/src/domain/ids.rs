@@ -17,6 +17,11 @@ pub enum IdError {
     BadKey(String),
 }
 
+/// The carriers parcelwatch knows, in its own (Kdniao ShipperCode) vocabulary.
+pub const KNOWN_CARRIERS: [&str; 12] = [
+    "SF", "SFKY", "JD", "EMS", "YZPY", "YTO", "ZTO", "STO", "YD", "JTSD", "DBL", "HTKY",
+];
+
 /// A carrier in parcelwatch's own vocabulary (Kdniao ShipperCode style, upper case: `SF`, `YTO`, `ZTO`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(try_from = "String", into = "String")]
@@ -36,6 +41,11 @@ impl Carrier {
     }
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+    /// A carrier parcelwatch has a name and provider codes for. Anything else is refused at
+    /// the edges (registration, pushes) with a clear reason instead of being tracked blind.
+    pub fn is_known(&self) -> bool {
+        KNOWN_CARRIERS.contains(&self.0.as_str())
     }
     /// SF Express asks for the last four digits of a phone number with every query.
     pub fn needs_phone_suffix(&self) -> bool {

@@ -1,6 +1,8 @@
 //! Pure domain: types and rules. No AWS, no Lambda, no I/O.
 
+pub mod detect;
 pub mod ids;
+pub mod order;
 pub mod schedule;
 pub mod shipment;
 pub mod status;
@@ -8,7 +10,9 @@ pub mod templates;
 pub mod trace;
 
 pub use ids::{Carrier, IdError, PhoneNumber, ShipmentId, TrackingNumber};
-pub use schedule::{check_interval, next_check_at, plan_next_check, Priority};
+pub use schedule::{
+    check_interval, next_check_at, plan_next_check, safety_net_check, Priority, SAFETY_NET,
+};
 pub use shipment::{apply_check, CheckOutcome, Ignored, Locale, Recipient, Shipment, Transition};
 pub use status::{Status, SubStatus};
 pub use templates::{render, Notification};

@@ -65,6 +65,16 @@ pub fn check_interval(status: Status, priority: Priority) -> Option<Duration> {
     }
 }
 
+/// How long a push-subscribed shipment may go without news before we poll it once ourselves:
+/// the safety net under a subscription (a lost push, a provider that stopped pushing).
+pub const SAFETY_NET: Duration = Duration::hours(12);
+
+/// The next check of a shipment whose provider pushes its changes: one safety-net poll
+/// [`SAFETY_NET`] after the last news, none once terminal.
+pub fn safety_net_check(status: Status, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    (!status.is_terminal()).then(|| now + SAFETY_NET)
+}
+
 pub fn next_check_at(
     status: Status,
     priority: Priority,

@@ -1,7 +1,7 @@
 //! The tracked parcel and the pure decision taken after every check.
 
 use super::ids::{PhoneNumber, ShipmentId};
-use super::schedule::{plan_next_check, Priority};
+use super::schedule::{plan_next_check, safety_net_check, Priority};
 use super::status::{Status, SubStatus};
 use super::trace::{keyed_events, EventKey, TraceEvent, TraceSnapshot};
 use chrono::{DateTime, Utc};
@@ -61,6 +61,11 @@ pub struct Shipment {
     pub created_at: DateTime<Utc>,
     /// Why the last check failed for good (unknown carrier, rejected waybill), if it did.
     pub last_error: Option<String>,
+    /// When the provider accepted our push subscription (Kdniao 8008, Kuaidi100 `poll`). A
+    /// subscribed shipment is told about by pushes; polling drops to a slow safety net.
+    pub subscribed_at: Option<DateTime<Utc>>,
+    /// When the last provider push for this shipment was applied.
+    pub last_push_at: Option<DateTime<Utc>>,
     /// Optimistic-concurrency version: every write is conditional on it and bumps it.
     pub version: u64,
 }
@@ -90,8 +95,15 @@ impl Shipment {
             order_ref,
             created_at: now,
             last_error: None,
+            subscribed_at: None,
+            last_push_at: None,
             version: 0,
         }
+    }
+
+    /// Pushes tell us about this shipment: polling is only a safety net.
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribed_at.is_some()
     }
 
     pub fn last_event_key(&self) -> Option<EventKey> {
@@ -237,12 +249,16 @@ pub fn apply_check(
         updated.last_event = Some(last.clone());
         updated.event_count = current.event_count + new_events.len() as u32;
     }
-    updated.next_check_at = plan_next_check(
-        updated.status,
-        updated.priority,
-        updated.status_changed_at,
-        now,
-    );
+    updated.next_check_at = if updated.is_subscribed() {
+        safety_net_check(updated.status, now)
+    } else {
+        plan_next_check(
+            updated.status,
+            updated.priority,
+            updated.status_changed_at,
+            now,
+        )
+    };
 
     CheckOutcome {
         updated,

@@ -2,6 +2,9 @@
 //! and a status mapping table tested code by code.
 
 pub mod kdniao;
+pub mod kdniao_push;
+pub mod kuaidi100;
+pub mod push;
 
 use crate::domain::{PhoneNumber, ShipmentId, TraceSnapshot};
 use std::future::Future;

@@ -104,6 +104,43 @@ impl ShipmentStore for DynamoStore {
         }
     }
 
+    async fn trace(
+        &self,
+        id: &ShipmentId,
+        limit: usize,
+    ) -> Result<Vec<(EventKey, TraceEvent)>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        while out.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :evt)")
+                .expression_attribute_values(":pk", s(id.pk()))
+                .expression_attribute_values(":evt", s("EVT#"))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit - out.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in page.items.unwrap_or_default() {
+                let rec: EventRecord =
+                    serde_dynamo::from_item(item).map_err(|e| super::BadRecord {
+                        pk: id.pk(),
+                        reason: e.to_string(),
+                    })?;
+                out.push(rec.into_event()?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     async fn save(
         &self,
         shipment: &Shipment,

@@ -58,6 +58,19 @@ impl ShipmentStore for MemoryStore {
         m.insert(shipment.id.clone(), shipment.clone());
         Ok(true)
     }
+    async fn trace(
+        &self,
+        id: &ShipmentId,
+        limit: usize,
+    ) -> Result<Vec<(EventKey, TraceEvent)>, StoreError> {
+        Ok(lock(&self.events)
+            .iter()
+            .rev()
+            .filter(|((i, _), _)| i == id)
+            .take(limit)
+            .map(|((_, k), e)| (*k, e.clone()))
+            .collect())
+    }
     async fn save(
         &self,
         shipment: &Shipment,

@@ -3,6 +3,7 @@
 
 pub mod dynamo;
 pub mod memory;
+pub mod orders;
 pub mod record;
 
 use crate::domain::{EventKey, Shipment, ShipmentId, TraceEvent};
@@ -54,6 +55,13 @@ pub trait ShipmentStore: Send + Sync {
         shipment: &Shipment,
         new_events: &[(EventKey, TraceEvent)],
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The shipment's trace lines, newest first, at most `limit`.
+    fn trace(
+        &self,
+        id: &ShipmentId,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(EventKey, TraceEvent)>, StoreError>> + Send;
 }
 
 /// One entry of the due index.

@@ -56,6 +56,10 @@ pub struct ShipmentRecord {
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_push_at: Option<String>,
     pub version: u64,
 }
 
@@ -99,6 +103,8 @@ impl ShipmentRecord {
             order_ref: s.order_ref.clone(),
             created_at: fmt_time(s.created_at),
             last_error: s.last_error.clone(),
+            subscribed_at: s.subscribed_at.map(fmt_time),
+            last_push_at: s.last_push_at.map(fmt_time),
             version: s.version,
         }
     }
@@ -168,6 +174,8 @@ impl ShipmentRecord {
             order_ref: self.order_ref.clone(),
             created_at: time("created_at", &self.created_at)?,
             last_error: self.last_error.clone(),
+            subscribed_at: opt_time("subscribed_at", &self.subscribed_at)?,
+            last_push_at: opt_time("last_push_at", &self.last_push_at)?,
             version: self.version,
             id,
         })
@@ -205,6 +213,35 @@ impl EventRecord {
     }
 }
 
+impl EventRecord {
+    /// The trace line back, with its key; `None` when the item is not a valid trace line.
+    pub fn into_event(self) -> Result<(EventKey, TraceEvent), BadRecord> {
+        let bad = |reason: String| BadRecord {
+            pk: self.pk.clone(),
+            reason,
+        };
+        let time = parse_time(&self.time)
+            .ok_or_else(|| bad(format!("time `{}` is not RFC 3339", self.time)))?;
+        // sk = EVT#{time}#{seq}
+        let seq = self
+            .sk
+            .rsplit('#')
+            .next()
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or_else(|| bad(format!("sort key `{}` has no sequence", self.sk)))?;
+        Ok((
+            EventKey { time, seq },
+            TraceEvent {
+                time,
+                description: self.description,
+                location: self.location,
+                status: self.status.as_deref().and_then(|s| s.parse().ok()),
+                raw_code: self.raw_code,
+            },
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +271,8 @@ mod tests {
         };
         s.last_event = Some((EventKey { time: now, seq: 2 }, ev));
         s.event_count = 7;
+        s.subscribed_at = Some(now);
+        s.last_push_at = Some(now);
         s.version = 4;
         s
     }
@@ -252,6 +291,15 @@ mod tests {
         assert_eq!(item["version"].as_n().unwrap(), "4");
         let back: ShipmentRecord = serde_dynamo::from_item(item).unwrap();
         assert_eq!(back.into_shipment().unwrap(), s);
+    }
+
+    #[test]
+    fn a_trace_line_round_trips_through_its_record() {
+        let s = sample();
+        let (k, e) = s.last_event.clone().unwrap();
+        let rec = EventRecord::new(&s.id, &k, &e, "kdniao");
+        assert_eq!(rec.sk, format!("EVT#{}#002", fmt_time(k.time)));
+        assert_eq!(rec.into_event().unwrap(), (k, e));
     }
 
     #[test]

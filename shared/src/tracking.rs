@@ -1,0 +1,209 @@
+//! The one path from a provider's answer to the table, shared by the tracker (poll) and the
+//! api's push routes: read the shipment, fold the snapshot in with the pure [`apply_check`],
+//! write conditionally on its version, and on a lost race re-read and fold again.
+
+use crate::domain::{apply_check, ShipmentId, TraceSnapshot, Transition};
+use crate::store::{ShipmentStore, StoreError};
+use chrono::{DateTime, Utc};
+
+/// Conditional-write races retried before giving up (the caller retries later).
+pub const CONFLICT_ATTEMPTS: u32 = 3;
+
+/// How the answer reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// We asked (tracker).
+    Poll,
+    /// The provider pushed it (api push routes).
+    Push,
+}
+
+/// What folding one answer did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    Written {
+        transition: Option<Transition>,
+        new_events: usize,
+        version: u64,
+    },
+    /// Tracking had already stopped (terminal status): nothing written.
+    AlreadyFinal,
+    /// No such shipment in the table.
+    NotRegistered,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{id}: still contended after {CONFLICT_ATTEMPTS} attempts")]
+    Contended { id: ShipmentId },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApplyError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ApplyError::Contended { .. } => true,
+            ApplyError::Store(e) => e.is_retryable(),
+        }
+    }
+}
+
+/// Fold `snapshot` into the stored shipment `id` and write it. Idempotent: applying the same
+/// snapshot twice adds no line and no transition the second time.
+pub async fn apply_snapshot<S: ShipmentStore>(
+    store: &S,
+    id: &ShipmentId,
+    snapshot: &TraceSnapshot,
+    source: Source,
+    now: DateTime<Utc>,
+) -> Result<Applied, ApplyError> {
+    for attempt in 0..CONFLICT_ATTEMPTS {
+        let Some(shipment) = store.get(id).await? else {
+            return Ok(Applied::NotRegistered);
+        };
+        if shipment.status.is_terminal() {
+            return Ok(Applied::AlreadyFinal);
+        }
+        let mut outcome = apply_check(&shipment, snapshot, now);
+        if source == Source::Push {
+            outcome.updated.last_push_at = Some(now);
+        }
+        match store.save(&outcome.updated, &outcome.new_events).await {
+            Ok(version) => {
+                if let Some(tr) = &outcome.transition {
+                    tracing::info!(from = %tr.from, to = %tr.to,
+                        sub_status = ?tr.to_sub.as_ref().map(|s| s.to_string()),
+                        new_events = outcome.new_events.len(), version, source = ?source,
+                        "status transition");
+                }
+                if let Some(ig) = outcome.ignored {
+                    tracing::info!(reason = ?ig, provider_status = %snapshot.status, source = ?source,
+                        "provider answer not applied");
+                }
+                return Ok(Applied::Written {
+                    transition: outcome.transition,
+                    new_events: outcome.new_events.len(),
+                    version,
+                });
+            }
+            Err(StoreError::Conflict(reason)) => {
+                tracing::info!(attempt, %reason, "lost a write race; re-reading");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApplyError::Contended { id: id.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Priority, Recipient, Shipment, Status, SubStatus, TraceEvent};
+    use crate::store::MemoryStore;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap()
+    }
+
+    fn snapshot(status: Status, code: &str, lines: usize) -> TraceSnapshot {
+        TraceSnapshot {
+            status,
+            sub_status: Some(SubStatus::new("kdniao", code)),
+            events: (0..lines)
+                .map(|i| TraceEvent {
+                    time: now() - chrono::Duration::hours(10 - i as i64),
+                    description: format!("line {i}"),
+                    location: None,
+                    status: Some(status),
+                    raw_code: Some(code.into()),
+                })
+                .collect(),
+        }
+    }
+
+    fn store_with(subscribed: bool) -> (MemoryStore, ShipmentId) {
+        let store = MemoryStore::new(2);
+        let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
+        let mut s = Shipment::register(
+            id.clone(),
+            Priority::Normal,
+            "kdniao",
+            Recipient::default(),
+            None,
+            now() - chrono::Duration::days(1),
+        );
+        if subscribed {
+            s.subscribed_at = Some(now() - chrono::Duration::days(1));
+        }
+        store.insert(s);
+        (store, id)
+    }
+
+    #[tokio::test]
+    async fn a_push_is_applied_once_and_resets_the_safety_net() {
+        let (store, id) = store_with(true);
+        let snap = snapshot(Status::InTransit, "2", 3);
+        let first = apply_snapshot(&store, &id, &snap, Source::Push, now())
+            .await
+            .unwrap();
+        match first {
+            Applied::Written {
+                transition,
+                new_events,
+                version,
+            } => {
+                assert_eq!(transition.map(|t| t.to), Some(Status::InTransit));
+                assert_eq!(new_events, 3);
+                assert_eq!(version, 1);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let stored = store.shipment(&id).unwrap();
+        assert_eq!(stored.last_push_at, Some(now()));
+        assert_eq!(
+            stored.next_check_at,
+            Some(now() + crate::domain::SAFETY_NET)
+        );
+        // The same push again: nothing new.
+        let again = apply_snapshot(&store, &id, &snap, Source::Push, now())
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            Applied::Written {
+                transition: None,
+                new_events: 0,
+                version: 2
+            }
+        );
+        assert_eq!(store.event_count(&id), 3);
+    }
+
+    #[tokio::test]
+    async fn unknown_and_final_shipments_are_reported_not_written() {
+        let (store, _) = store_with(false);
+        let other = ShipmentId::parse("ZTO", "780000000000003").unwrap();
+        let snap = snapshot(Status::Delivered, "3", 1);
+        assert_eq!(
+            apply_snapshot(&store, &other, &snap, Source::Push, now())
+                .await
+                .unwrap(),
+            Applied::NotRegistered
+        );
+        let (store, id) = store_with(false);
+        apply_snapshot(&store, &id, &snap, Source::Poll, now())
+            .await
+            .unwrap();
+        assert_eq!(
+            apply_snapshot(&store, &id, &snap, Source::Poll, now())
+                .await
+                .unwrap(),
+            Applied::AlreadyFinal
+        );
+        let polled = store.shipment(&id).unwrap();
+        assert_eq!(polled.last_push_at, None);
+        assert_eq!(polled.next_check_at, None);
+    }
+}
