@@ -579,11 +579,21 @@ mod tests {
                 w.kind
             );
         }
-        assert_eq!(up.lines.len(), DEMO_WAYBILLS.len() + 1, "waybills + orders line");
+        assert_eq!(
+            up.lines.len(),
+            DEMO_WAYBILLS.len() + 1,
+            "waybills + orders line"
+        );
         // The sandbox's platforms hold the orders `make invoke-order-sync` pulls.
-        assert_eq!(up.sandbox.orders(Platform::Fw199, STACK_FW199_SHOP).len(), 5);
+        assert_eq!(
+            up.sandbox.orders(Platform::Fw199, STACK_FW199_SHOP).len(),
+            5
+        );
         assert_eq!(up.sandbox.orders(Platform::Top, STACK_TOP_SHOP).len(), 5);
-        assert_eq!(env.get("API_KEYS").map(String::as_str), Some(LOCAL_API_KEYS));
+        assert_eq!(
+            env.get("API_KEYS").map(String::as_str),
+            Some(LOCAL_API_KEYS)
+        );
         assert_eq!(
             env.get("FW199_ENDPOINT"),
             Some(&up.sandbox.fw199_endpoint())
