@@ -13,6 +13,7 @@ use crate::sandbox::orders::{
     DEFAULT_FW199_APPID, DEFAULT_FW199_SECRET, DEFAULT_TOP_APP_KEY, DEFAULT_TOP_SECRET,
     DEFAULT_TOP_SESSION,
 };
+use crate::sandbox::push::{DEFAULT_KUAIDI100_CUSTOMER, DEFAULT_KUAIDI100_KEY};
 use crate::sandbox::{Sandbox, SandboxConfig, DEFAULT_APP_KEY, DEFAULT_EBUSINESS_ID};
 use crate::stack::LocalStack;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -222,6 +223,21 @@ impl Pipeline {
                 "KDNIAO_SUBSCRIBE_ENDPOINT".into(),
                 sandbox.kdniao_subscribe_endpoint(),
             );
+            // Every provider the sandbox speaks has credentials; PROVIDER_ROUTES (default:
+            // Kdniao only) decides which ones serve which shipments.
+            env.insert(
+                "KUAIDI100_QUERY_ENDPOINT".into(),
+                sandbox.kuaidi100_query_endpoint(),
+            );
+            env.insert(
+                "KUAIDI100_CUSTOMER".into(),
+                DEFAULT_KUAIDI100_CUSTOMER.into(),
+            );
+            env.insert("KUAIDI100_KEY".into(), DEFAULT_KUAIDI100_KEY.into());
+            env.insert("TOP_ENDPOINT".into(), sandbox.top_endpoint());
+            env.insert("TOP_APP_KEY".into(), DEFAULT_TOP_APP_KEY.into());
+            env.insert("TOP_APP_SECRET".into(), DEFAULT_TOP_SECRET.into());
+            env.insert("TOP_SESSION".into(), DEFAULT_TOP_SESSION.into());
             if opts.push_mode {
                 env.insert("PUSH_CALLBACK_BASE_URL".into(), front.base_url());
             } else {

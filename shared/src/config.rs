@@ -163,6 +163,12 @@ pub struct TrackerConfig {
     /// Push mode (`PUSH_CALLBACK_BASE_URL` set): Kdniao shipments are subscribed (8008) on
     /// their first check and polled only as a safety net afterwards.
     pub kdniao_push: Option<crate::providers::kdniao_push::KdniaoPushConfig>,
+    /// Kuaidi100 real-time queries, when `KUAIDI100_KEY` is set.
+    pub kuaidi100: Option<crate::providers::kuaidi100::Kuaidi100QueryConfig>,
+    /// Taobao TOP trace search, when `TOP_APP_KEY` is set.
+    pub taobao: Option<crate::providers::taobao::TaobaoConfig>,
+    /// Which providers serve which shipments, in order (`PROVIDER_ROUTES`).
+    pub routes: crate::providers::failover::ProviderRoutes,
 }
 
 impl TrackerConfig {
@@ -176,6 +182,27 @@ impl TrackerConfig {
                     env,
                 )?),
                 None => None,
+            },
+            kuaidi100: match env.get("KUAIDI100_KEY") {
+                Some(_) => Some(crate::providers::kuaidi100::Kuaidi100QueryConfig::from_env(
+                    env,
+                )?),
+                None => None,
+            },
+            taobao: match env.get("TOP_APP_KEY") {
+                Some(_) => Some(crate::providers::taobao::TaobaoConfig::from_env(env)?),
+                None => None,
+            },
+            routes: match env.get("PROVIDER_ROUTES") {
+                Some(spec) => {
+                    crate::providers::failover::ProviderRoutes::parse(&spec).map_err(|reason| {
+                        ConfigError::Invalid {
+                            name: "PROVIDER_ROUTES",
+                            reason,
+                        }
+                    })?
+                }
+                None => crate::providers::failover::ProviderRoutes::default(),
             },
         })
     }

@@ -2,6 +2,7 @@
 //! api's push routes: read the shipment, fold the snapshot in with the pure [`apply_check`],
 //! write conditionally on its version, and on a lost race re-read and fold again.
 
+use crate::domain::schedule::respect_requery_floor;
 use crate::domain::{apply_check, ShipmentId, TraceSnapshot, Transition};
 use crate::store::{ShipmentStore, StoreError};
 use chrono::{DateTime, Utc};
@@ -12,8 +13,8 @@ pub const CONFLICT_ATTEMPTS: u32 = 3;
 /// How the answer reached us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// We asked (tracker).
-    Poll,
+    /// We asked this provider (tracker).
+    Poll { provider: &'static str },
     /// The provider pushed it (api push routes).
     Push,
 }
@@ -66,8 +67,13 @@ pub async fn apply_snapshot<S: ShipmentStore>(
             return Ok(Applied::AlreadyFinal);
         }
         let mut outcome = apply_check(&shipment, snapshot, now);
-        if source == Source::Push {
-            outcome.updated.last_push_at = Some(now);
+        match source {
+            Source::Push => outcome.updated.last_push_at = Some(now),
+            Source::Poll { provider } => {
+                outcome.updated.last_provider = Some(provider.to_string());
+                outcome.updated.next_check_at =
+                    respect_requery_floor(outcome.updated.next_check_at, provider, now);
+            }
         }
         match store.save(&outcome.updated, &outcome.new_events).await {
             Ok(version) => {
@@ -193,17 +199,58 @@ mod tests {
             Applied::NotRegistered
         );
         let (store, id) = store_with(false);
-        apply_snapshot(&store, &id, &snap, Source::Poll, now())
-            .await
-            .unwrap();
+        apply_snapshot(
+            &store,
+            &id,
+            &snap,
+            Source::Poll { provider: "kdniao" },
+            now(),
+        )
+        .await
+        .unwrap();
         assert_eq!(
-            apply_snapshot(&store, &id, &snap, Source::Poll, now())
-                .await
-                .unwrap(),
+            apply_snapshot(
+                &store,
+                &id,
+                &snap,
+                Source::Poll { provider: "kdniao" },
+                now()
+            )
+            .await
+            .unwrap(),
             Applied::AlreadyFinal
         );
         let polled = store.shipment(&id).unwrap();
         assert_eq!(polled.last_push_at, None);
         assert_eq!(polled.next_check_at, None);
+        assert_eq!(polled.last_provider.as_deref(), Some("kdniao"));
+    }
+
+    #[tokio::test]
+    async fn a_kuaidi100_answer_is_not_followed_by_a_check_within_thirty_minutes() {
+        let (store, id) = store_with(false);
+        let mut s = store.shipment(&id).unwrap();
+        s.priority = Priority::High;
+        store.insert(s);
+        // Out for delivery at high priority would be checked again in 2 minutes...
+        let snap = snapshot(Status::OutForDelivery, "5", 2);
+        apply_snapshot(
+            &store,
+            &id,
+            &snap,
+            Source::Poll {
+                provider: "kuaidi100",
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+        let stored = store.shipment(&id).unwrap();
+        // ...but Kuaidi100 allows one query per waybill per 30 minutes.
+        assert_eq!(
+            stored.next_check_at,
+            Some(now() + chrono::Duration::minutes(30))
+        );
+        assert_eq!(stored.last_provider.as_deref(), Some("kuaidi100"));
     }
 }

@@ -1504,7 +1504,10 @@ mod tests {
             .with_max_level(tracing::Level::TRACE)
             .with_writer(move || writer.clone())
             .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        // The process-wide subscriber (no other test here installs one): a thread-local default
+        // would miss callsites that other test threads cached as "not interested" meanwhile.
+        // The capture then also holds other tests' logs, which must be just as clean.
+        tracing::subscriber::set_global_default(subscriber).expect("only this test sets one");
         let api = api();
         call(&api, event(REGISTER_ONE)).await;
         call(&api, event(REGISTER_BULK)).await;

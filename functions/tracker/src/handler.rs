@@ -4,8 +4,9 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
 use parcelwatch::domain::{next_check_at, safety_net_check, ShipmentId};
+use parcelwatch::providers::failover::shop_of;
 use parcelwatch::providers::push::{Subscribed, Subscriber};
-use parcelwatch::providers::{ProviderError, TraceProvider, TraceQuery};
+use parcelwatch::providers::{ProviderError, RouteContext, TraceProvider, TraceQuery};
 use parcelwatch::queue::{DeadLetters, TrackMessage};
 use parcelwatch::store::{ShipmentStore, StoreError};
 use parcelwatch::tracking::{apply_snapshot, Applied, Source};
@@ -14,6 +15,9 @@ use tracing::Instrument;
 /// After a permanent provider rejection, look again this much later (the merchant may fix the
 /// carrier code) instead of hammering the provider every tick.
 const REJECTED_RECHECK_HOURS: i64 = 6;
+/// A stated wait at least this long reschedules the check; a shorter one is left to the queue's
+/// visibility timeout (the message comes back in 3 minutes anyway).
+const DEFER_AT_LEAST: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub struct Tracker<S, P, D, B = NoPush> {
     pub store: S,
@@ -49,6 +53,9 @@ pub enum Processed {
     },
     /// Subscribed for pushes (no trace query): the provider will push, we poll only as a safety net.
     Subscribed { already: bool },
+    /// Every provider asked us to wait (quota, throttling, re-query floor): the next check was
+    /// moved out accordingly.
+    Deferred,
     /// Tracking already stopped (terminal status): nothing to do.
     AlreadyFinal,
 }
@@ -208,8 +215,37 @@ where
             }
         }
     }
-    let snapshot = match t.provider.query(&q).await {
-        Ok(s) => s,
+    let ctx = RouteContext {
+        preferred: shipment.provider.clone(),
+        shop: shop_of(shipment.order_ref.as_deref()),
+        last_provider: shipment.last_provider.clone(),
+        last_checked: shipment.checked_at,
+        now,
+    };
+    let answer = match t.provider.query_routed(&q, &ctx).await {
+        Ok(a) => a,
+        // The providers stated how long to wait (quota spent, throttled, Kuaidi100's 30-minute
+        // rule): move the check out that far instead of cycling the message through the queue
+        // until it lands in the DLQ.
+        Err(ProviderError::Retryable {
+            reason,
+            retry_after: Some(wait),
+            ..
+        }) if wait >= DEFER_AT_LEAST => {
+            let until =
+                now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(12));
+            let mut deferred = shipment.clone();
+            deferred.next_check_at = Some(until);
+            match t.store.save(&deferred, &[]).await {
+                Ok(_) => {
+                    tracing::info!(%reason, until = %until, "check deferred: the providers asked to wait");
+                    return Ok(Processed::Deferred);
+                }
+                // Someone else wrote meanwhile (a push, another check): their schedule stands.
+                Err(StoreError::Conflict(_)) => return Ok(Processed::Deferred),
+                Err(e) => return Err(e.into()),
+            }
+        }
         Err(ProviderError::Retryable { reason, .. }) => return Err(RecordError::Retryable(reason)),
         Err(ProviderError::Permanent { reason, provider }) => {
             let mut rejected = shipment.clone();
@@ -226,7 +262,11 @@ where
             )));
         }
     };
-    match apply_snapshot(&t.store, id, &snapshot, Source::Poll, now).await {
+    let snapshot = answer.snapshot;
+    let source = Source::Poll {
+        provider: answer.provider,
+    };
+    match apply_snapshot(&t.store, id, &snapshot, source, now).await {
         Ok(Applied::Written {
             transition,
             new_events,
@@ -276,7 +316,10 @@ mod tests {
                 Some(Err((true, r))) => Err(ProviderError::Retryable {
                     provider: "kdniao",
                     reason: r.clone(),
-                    retry_after: None,
+                    // A spent daily quota says how long to wait.
+                    retry_after: r
+                        .starts_with("quota")
+                        .then(|| std::time::Duration::from_secs(8 * 3600)),
                 }),
                 Some(Err((false, r))) => Err(ProviderError::Permanent {
                     provider: "kdniao",
@@ -582,5 +625,19 @@ mod tests {
         let s = t.store.shipment(&id).unwrap();
         assert_eq!(s.subscribed_at, None);
         assert!(s.next_check_at.unwrap() < now() + parcelwatch::domain::SAFETY_NET);
+    }
+
+    #[tokio::test]
+    async fn a_spent_quota_moves_the_check_out_instead_of_cycling_the_message() {
+        let t = tracker();
+        t.provider.answers.lock().unwrap().insert(
+            "YT1000000000001".into(),
+            Err((true, "quota: 超过每日查询上限".into())),
+        );
+        let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
+        assert_eq!(process(&t, &id, now()).await.unwrap(), Processed::Deferred);
+        let s = t.store.shipment(&id).unwrap();
+        assert_eq!(s.next_check_at, Some(now() + chrono::Duration::hours(8)));
+        assert!(t.dead_letters.0.lock().unwrap().is_empty());
     }
 }

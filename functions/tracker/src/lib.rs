@@ -8,12 +8,16 @@ pub use handler::{handle_batch, Tracker};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent};
 use parcelwatch::config::{Config, ProcessEnv, TrackerConfig};
+use parcelwatch::providers::any::AnyProvider;
+use parcelwatch::providers::failover::Failover;
 use parcelwatch::providers::kdniao::KdniaoClient;
 use parcelwatch::providers::kdniao_push::KdniaoSubscriber;
+use parcelwatch::providers::kuaidi100::Kuaidi100Client;
+use parcelwatch::providers::taobao::TaobaoClient;
 use parcelwatch::queue::SqsQueue;
 use parcelwatch::store::DynamoStore;
 
-pub type LiveTracker = Tracker<DynamoStore, KdniaoClient, SqsQueue, KdniaoSubscriber>;
+pub type LiveTracker = Tracker<DynamoStore, Failover<AnyProvider>, SqsQueue, KdniaoSubscriber>;
 
 /// Build the tracker from configuration and an SDK config (clients once per cold start).
 pub fn build(
@@ -32,7 +36,7 @@ pub fn build(
             &base.table_name,
             base.due_shards,
         ),
-        provider: KdniaoClient::new(cfg.kdniao.clone(), http.clone()),
+        provider: providers(&cfg, &http),
         subscriber: cfg
             .kdniao_push
             .clone()
@@ -40,6 +44,29 @@ pub fn build(
         dead_letters: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &cfg.dead_letter_queue_url),
         concurrency: cfg.concurrency,
     })
+}
+
+/// Every provider the configuration has credentials for, behind the configured routes.
+fn providers(cfg: &TrackerConfig, http: &reqwest::Client) -> Failover<AnyProvider> {
+    let mut members = vec![AnyProvider::Kdniao(KdniaoClient::new(
+        cfg.kdniao.clone(),
+        http.clone(),
+    ))];
+    if let Some(k) = &cfg.kuaidi100 {
+        members.push(AnyProvider::Kuaidi100(Kuaidi100Client::new(
+            k.clone(),
+            http.clone(),
+        )));
+    }
+    if let Some(t) = &cfg.taobao {
+        members.push(AnyProvider::Taobao(TaobaoClient::new(
+            t.clone(),
+            http.clone(),
+        )));
+    }
+    let failover = Failover::new(members, cfg.routes.clone());
+    tracing::info!(providers = ?failover.members(), routes = ?failover.routes(), "tracking providers");
+    failover
 }
 
 pub async fn from_env() -> Result<LiveTracker, Error> {

@@ -289,8 +289,10 @@ async fn start(args: &Args, root: &Path) -> Result<Running, UpError> {
         lines.push(register(&store, &sandbox, clock.now(), now, w).await?);
     }
     // Orders for `make invoke-order-sync` to pull (their waybills get journeys too).
-    let fw = sandbox.generate_orders(STACK_FW199_SHOP, Platform::Fw199, 5, clock.now());
-    let top = sandbox.generate_orders(STACK_TOP_SHOP, Platform::Top, 5, clock.now());
+    // Created three hours ago, so shipped (consigned two hours after creation) by now.
+    let created = now - chrono::Duration::hours(3);
+    let fw = sandbox.generate_orders(STACK_FW199_SHOP, Platform::Fw199, 5, created);
+    let top = sandbox.generate_orders(STACK_TOP_SHOP, Platform::Top, 5, created);
     lines.push(format!(
         "{} fw199 orders for {STACK_FW199_SHOP}, {} TOP orders for {STACK_TOP_SHOP}",
         fw.len(),

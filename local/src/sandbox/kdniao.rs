@@ -2,6 +2,9 @@
 //! queries (1002) and monitor queries (8001) from the simulated journeys, with real signature
 //! checks.
 //!
+//! Carrier recognition (2002) answers on the same endpoint: the carriers of the registered
+//! journeys with that number first, then the registry's shape-based candidates, best first.
+//!
 //! Answers follow the real API: HTTP 200 with `Success:false` and a Chinese `Reason` for every
 //! rejected request (bad DataSign, unknown EBusinessID, unsupported RequestType, malformed
 //! RequestData, missing fields, SF without `CustomerName`). Each reason names what is wrong in
@@ -16,6 +19,9 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::State;
 use axum::{Form, Json};
 use chrono::{DateTime, Duration, Utc};
+use parcelwatch::domain::carriers::by_code;
+use parcelwatch::domain::detect::detect;
+use parcelwatch::domain::TrackingNumber;
 use parcelwatch::providers::{ct_eq, kdniao::data_sign};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -51,10 +57,19 @@ struct QueryRequest {
     customer_name: Option<String>,
 }
 
+/// RequestData of 2002.
+#[derive(Debug, Deserialize)]
+struct RecognizeRequest {
+    #[serde(rename = "LogisticCode", default)]
+    logistic_code: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum QueryType {
     Instant1002,
     Monitor8001,
+    /// Carrier recognition. Counted with `requests_other` (the stats have no 2002 counter).
+    Recognize2002,
 }
 
 pub(crate) async fn handle(
@@ -98,12 +113,27 @@ pub(crate) fn answer(shared: &Shared, form: &KdniaoForm) -> Value {
             c.requests_8001.fetch_add(1, Ordering::Relaxed);
             Some(QueryType::Monitor8001)
         }
+        Some("2002") => {
+            c.requests_other.fetch_add(1, Ordering::Relaxed);
+            Some(QueryType::Recognize2002)
+        }
         _ => {
             c.requests_other.fetch_add(1, Ordering::Relaxed);
             None
         }
     };
     let our_id = shared.cfg.ebusiness_id.as_str();
+    // The merchant's daily quota is spent (see `Sandbox::set_kdniao_quota_exhausted`): queries
+    // get Kdniao's quota answer until it is lifted.
+    if shared.kdniao_quota_exhausted.load(Ordering::Relaxed)
+        && matches!(
+            query_type,
+            Some(QueryType::Instant1002 | QueryType::Monitor8001)
+        )
+    {
+        c.quota_refused.fetch_add(1, Ordering::Relaxed);
+        return failure(our_id, "用户今日查询次数已超过上限，请明日再查");
+    }
 
     let (Some(request_data), Some(ebusiness_id), Some(request_type), Some(sign)) = (
         form.request_data.as_deref(),
@@ -138,12 +168,15 @@ pub(crate) fn answer(shared: &Shared, form: &KdniaoForm) -> Value {
         c.bad_request.fetch_add(1, Ordering::Relaxed);
         return failure(
             our_id,
-            &format!("RequestType不支持: {request_type}，本接口仅支持1002、8001"),
+            &format!("RequestType不支持: {request_type}，本接口仅支持1002、8001、2002"),
         );
     };
     if form.data_type.as_deref().map(str::trim) != Some("2") {
         c.bad_request.fetch_add(1, Ordering::Relaxed);
         return failure(our_id, "DataType参数错误，必须为2(JSON)");
+    }
+    if query_type == QueryType::Recognize2002 {
+        return recognize(shared, our_id, request_data);
     }
 
     let req: QueryRequest = match serde_json::from_str(request_data) {
@@ -195,6 +228,57 @@ pub(crate) fn answer(shared: &Shared, form: &KdniaoForm) -> Value {
         query_type,
         visible.as_ref(),
     )
+}
+
+/// The 2002 answer: `{EBusinessID, Success, LogisticCode, Code, Shippers[{ShipperCode,
+/// ShipperName}]}`. A number nobody recognises is still a fine request: `Success:true`, no
+/// Shippers.
+fn recognize(shared: &Shared, our_id: &str, request_data: &str) -> Value {
+    let c = &shared.counters;
+    let req: RecognizeRequest = match serde_json::from_str(request_data) {
+        Ok(r) => r,
+        Err(e) => {
+            c.bad_request.fetch_add(1, Ordering::Relaxed);
+            return failure(our_id, &format!("RequestData格式错误: {e}"));
+        }
+    };
+    let number = normalize_number(req.logistic_code.as_deref().unwrap_or_default());
+    if number.is_empty() {
+        c.bad_request.fetch_add(1, Ordering::Relaxed);
+        return failure(our_id, "缺少必填参数: LogisticCode不能为空");
+    }
+
+    // Registered journeys first (sorted: the map's order is not stable), then the shapes.
+    let mut codes: Vec<String> = {
+        let waybills = shared.waybills.read().unwrap_or_else(|p| p.into_inner());
+        waybills
+            .keys()
+            .filter(|(_, n)| *n == number)
+            .map(|(carrier, _)| carrier.clone())
+            .collect()
+    };
+    codes.sort();
+    if let Ok(parsed) = TrackingNumber::parse(&number) {
+        for cand in detect(&parsed) {
+            codes.push(cand.carrier.as_str().to_string());
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    codes.retain(|code| seen.insert(code.clone()));
+    let shippers: Vec<Value> = codes
+        .iter()
+        .map(|code| {
+            let name = by_code(code).map_or(code.as_str(), |info| info.name_zh);
+            json!({"ShipperCode": code, "ShipperName": name})
+        })
+        .collect();
+    json!({
+        "EBusinessID": our_id,
+        "Success": true,
+        "LogisticCode": number,
+        "Code": 100,
+        "Shippers": shippers,
+    })
 }
 
 fn success(
@@ -270,7 +354,167 @@ pub fn china_time(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SimClock;
+    use crate::sandbox::journey::waybill_number;
+    use crate::sandbox::{Sandbox, SandboxConfig, DEFAULT_APP_KEY, DEFAULT_EBUSINESS_ID};
     use chrono::TimeZone;
+    use parcelwatch::config::{KdniaoConfig, Secret};
+    use parcelwatch::domain::detect::detect_carrier;
+    use parcelwatch::providers::recognize::{carrier_for, KdniaoRecognizer, Recognizer};
+    use std::collections::BTreeMap;
+
+    /// The carriers the sandbox draws numbers for.
+    const SANDBOX_CARRIERS: [&str; 10] = [
+        "SF", "YTO", "ZTO", "STO", "YD", "JD", "EMS", "JTSD", "DBL", "YZPY",
+    ];
+
+    /// The sandbox's own number formats (`waybill_number`) against the registry rules: never a
+    /// confident wrong carrier, and the letter-prefixed formats always confidently right.
+    #[test]
+    fn sandbox_numbers_are_never_confidently_misdetected() {
+        let mut wrong = Vec::new();
+        let mut table: BTreeMap<&str, (u32, u32, u32)> = BTreeMap::new();
+        for carrier in SANDBOX_CARRIERS {
+            for seed in 0..4u64 {
+                for i in 0..250u64 {
+                    let raw = waybill_number(carrier, i, seed);
+                    let number = TrackingNumber::parse(&raw).expect("sandbox numbers parse");
+                    let ranked = detect(&number);
+                    let e = table.entry(carrier).or_default();
+                    e.0 += 1;
+                    if ranked
+                        .first()
+                        .is_some_and(|c| c.carrier.as_str() == carrier)
+                    {
+                        e.1 += 1;
+                    }
+                    match detect_carrier(&number).first() {
+                        None => e.2 += 1,
+                        Some(c) if c.as_str() != carrier => {
+                            wrong.push(format!("{carrier} {raw} → {c}"))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        println!("sandbox  numbers  top-1   unsure");
+        for (c, (n, top1, unsure)) in &table {
+            println!(
+                "{c:<8} {n:>7}  {:>5.1}%  {:>5.1}%",
+                100.0 * f64::from(*top1) / f64::from(*n),
+                100.0 * f64::from(*unsure) / f64::from(*n)
+            );
+        }
+        assert!(wrong.is_empty(), "confident wrong answers: {wrong:?}");
+        for c in ["SF", "YTO", "JD", "JTSD", "DBL"] {
+            let (n, top1, unsure) = table[c];
+            assert_eq!((top1, unsure), (n, 0), "{c}");
+        }
+    }
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 2, 0, 0)
+            .single()
+            .expect("valid test time")
+    }
+
+    async fn sandbox() -> Sandbox {
+        Sandbox::start(SandboxConfig::default(), Arc::new(SimClock::new(t0())))
+            .await
+            .expect("sandbox starts")
+    }
+
+    /// A signed 2002 request for `number` with `app_key`.
+    async fn recognize_2002(sb: &Sandbox, number: &str, app_key: &str) -> Value {
+        let rd = format!(r#"{{"LogisticCode":"{number}"}}"#);
+        let sign = data_sign(&rd, app_key);
+        let form = [
+            ("RequestData", rd.as_str()),
+            ("EBusinessID", DEFAULT_EBUSINESS_ID),
+            ("RequestType", "2002"),
+            ("DataSign", sign.as_str()),
+            ("DataType", "2"),
+        ];
+        reqwest::Client::new()
+            .post(sb.kdniao_endpoint())
+            .form(&form)
+            .send()
+            .await
+            .expect("request reaches the sandbox")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
+    fn shipper_codes(v: &Value) -> Vec<String> {
+        v["Shippers"]
+            .as_array()
+            .expect("Shippers array")
+            .iter()
+            .map(|s| s["ShipperCode"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn recognition_2002_puts_registered_journeys_first_then_the_shapes() {
+        let sb = sandbox().await;
+        // A ZTO parcel whose number is STO-shaped (15 digits 77…).
+        sb.register("ZTO", "773000000000001", t0());
+        let v = recognize_2002(&sb, "773000000000001", DEFAULT_APP_KEY).await;
+        assert_eq!(v["Success"], true, "{v}");
+        assert_eq!(v["Code"], 100);
+        assert_eq!(v["LogisticCode"], "773000000000001");
+        assert_eq!(shipper_codes(&v), ["ZTO", "STO"]);
+        assert_eq!(v["Shippers"][0]["ShipperName"], "中通快递");
+
+        // Unregistered: the shape alone.
+        let v = recognize_2002(&sb, "yt1000000000001", DEFAULT_APP_KEY).await;
+        assert_eq!(shipper_codes(&v), ["YTO"]);
+        assert_eq!(v["LogisticCode"], "YT1000000000001");
+        let v = recognize_2002(&sb, "ZZ12345678", DEFAULT_APP_KEY).await;
+        assert_eq!(
+            (v["Success"].as_bool(), shipper_codes(&v).len()),
+            (Some(true), 0)
+        );
+
+        // Signed like every other request.
+        let v = recognize_2002(&sb, "773000000000001", "wrong-key").await;
+        assert_eq!(v["Success"], false);
+        let s = sb.stats();
+        assert_eq!((s.requests_other, s.bad_sign), (4, 1));
+    }
+
+    #[tokio::test]
+    async fn the_kdniao_recognizer_works_against_the_sandbox() {
+        let sb = sandbox().await;
+        sb.register("ZTO", "773000000000001", t0());
+        let r = KdniaoRecognizer::new(
+            KdniaoConfig {
+                endpoint: sb.kdniao_endpoint(),
+                ebusiness_id: sb.ebusiness_id().to_string(),
+                app_key: Secret::new(sb.app_key()),
+                request_type: "8001".into(),
+                timeout: std::time::Duration::from_secs(5),
+            },
+            reqwest::Client::new(),
+        );
+        let number = TrackingNumber::parse("773000000000001").expect("number");
+        let got: Vec<String> = r
+            .recognize(&number)
+            .await
+            .expect("recognized")
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(got, ["ZTO", "STO"]);
+        // The shape says STO (unsure); the provider knows the registered ZTO parcel.
+        assert_eq!(
+            carrier_for(&number, &r).await.map(String::from).as_deref(),
+            Some("ZTO")
+        );
+        assert_eq!(sb.stats().requests_other, 2);
+    }
 
     #[test]
     fn china_time_is_utc_plus_8() {

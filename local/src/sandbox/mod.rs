@@ -12,6 +12,7 @@
 
 pub mod journey;
 pub mod kdniao;
+pub mod kuaidi100;
 pub mod orders;
 pub mod push;
 
@@ -86,6 +87,8 @@ pub struct SandboxStats {
     /// Missing fields, malformed RequestData, unsupported RequestType or DataType, SF without
     /// CustomerName.
     pub bad_request: u64,
+    /// Queries answered with the daily-quota failure while the quota was set as spent.
+    pub quota_refused: u64,
 }
 
 impl SandboxStats {
@@ -103,6 +106,7 @@ pub(crate) struct Counters {
     unknown_ebusiness_id: AtomicU64,
     unknown_waybill: AtomicU64,
     bad_request: AtomicU64,
+    quota_refused: AtomicU64,
 }
 
 impl Counters {
@@ -116,6 +120,7 @@ impl Counters {
             unknown_ebusiness_id: r(&self.unknown_ebusiness_id),
             unknown_waybill: r(&self.unknown_waybill),
             bad_request: r(&self.bad_request),
+            quota_refused: r(&self.quota_refused),
         }
     }
 }
@@ -134,6 +139,10 @@ pub(crate) struct Shared {
     pub(crate) orders: orders::OrderBook,
     /// Push subscriptions (Kdniao 8008, Kuaidi100 poll) and push delivery: see [`push`].
     pub(crate) push: push::Subscriptions,
+    /// Kdniao's daily query quota is spent: queries get its quota failure.
+    pub(crate) kdniao_quota_exhausted: std::sync::atomic::AtomicBool,
+    /// Kuaidi100 real-time query counters and 30-minute windows: see [`kuaidi100`].
+    pub(crate) kuaidi100: kuaidi100::QueryState,
 }
 
 fn key(carrier: &str, number: &str) -> WaybillKey {
@@ -215,6 +224,8 @@ impl Sandbox {
             counters: Counters::default(),
             orders: orders::OrderBook::default(),
             push: push::Subscriptions::default(),
+            kdniao_quota_exhausted: std::sync::atomic::AtomicBool::new(false),
+            kuaidi100: kuaidi100::QueryState::default(),
         });
         let app = router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -285,6 +296,14 @@ impl Sandbox {
         self.shared.journey(carrier, number)
     }
 
+    /// Spend (or restore) the merchant's Kdniao daily quota: while spent, every 1002/8001 query
+    /// is answered with Kdniao's quota failure ("…超过上限…").
+    pub fn set_kdniao_quota_exhausted(&self, spent: bool) {
+        self.shared
+            .kdniao_quota_exhausted
+            .store(spent, Ordering::Relaxed);
+    }
+
     pub fn stats(&self) -> SandboxStats {
         self.shared.counters.snapshot()
     }
@@ -318,6 +337,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/sandbox/stats", get(get_stats))
         .merge(orders::routes())
         .merge(push::routes())
+        .merge(kuaidi100::routes())
         .with_state(shared)
 }
 
@@ -593,10 +613,10 @@ mod tests {
     #[tokio::test]
     async fn bad_requests_get_a_reason() {
         let (sb, _clock) = sandbox(4).await;
-        let v = Req::query("2002", "YTO", "YT1234567890123").send(&sb).await;
+        let v = Req::query("1009", "YTO", "YT1234567890123").send(&sb).await;
         assert_eq!(v["Success"], false);
         assert!(
-            v["Reason"].as_str().is_some_and(|r| r.contains("2002")),
+            v["Reason"].as_str().is_some_and(|r| r.contains("1009")),
             "{v}"
         );
 

@@ -6,16 +6,25 @@
 //!   answers with `data:{total, items:[trade…]}` as in the vendor's sample; window on the
 //!   modified time with `date_type=1`, else on the created time; `order_asc=ASC` ascending, else
 //!   descending).
-//! - `POST /router/rest` — TOP, method `taobao.trades.sold.increment.get` (md5 and hmac signs;
-//!   `error_response` in TOP's shape: 21/22 method, 29 app key, 31 timestamp, 25 signature, 27
-//!   session, 40/41 arguments, 7 throttling). Newest first; `total_results` unless
-//!   `use_has_next=true`, then `has_next` alone. The sandbox's one session is every TOP shop's.
+//! - `POST /router/rest` — TOP, methods `taobao.trades.sold.increment.get` and
+//!   `taobao.logistics.trace.search` (md5 and hmac signs; `error_response` in TOP's shape: 21/22
+//!   method, 29 app key, 31 timestamp, 25 signature, 27 session, 40/41 arguments, 7 throttling).
+//!   Order pages: newest first; `total_results` unless `use_has_next=true`, then `has_next`
+//!   alone. The sandbox's one session is every TOP shop's.
+//! - Trace search (`tid`, optional `seller_nick`, `is_split=1` + `sub_tid`): the trade's first
+//!   shipped sub-order's parcel (or the first among `sub_tid`), read from its carrier journey as
+//!   visible at the sandbox clock's now, translated to Taobao's vocabulary ([`taobao_status`],
+//!   [`taobao_action`]) and written with the client's own [`answer_json`]. Fw199 orders are
+//!   Taobao trades too, so the search finds them. Unknown tid: code 15 `isv.invalid-parameter`.
+//!   Trace calls share the throttle with order calls (one app budget) and are counted apart:
+//!   [`Sandbox::top_trace_requests`].
 //! - `POST /sandbox/orders` — `{shop, platform, n, created_at}`: [`Sandbox::generate_orders`].
 //!
 //! Timestamps must be within ten minutes of the sandbox clock — or of the wall clock, since
 //! clients stamp requests with the real time while the sandbox may run simulated time.
 //! Orders are kept per platform: a shop generated on fw199 is not visible through TOP.
 
+use super::journey::{Journey, JourneyKind, Step};
 use super::{Sandbox, Shared};
 use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::State;
@@ -28,8 +37,11 @@ use parcelwatch::domain::order::{
 };
 use parcelwatch::orders::fw199::fw199_sign;
 use parcelwatch::orders::top::{top_sign, METHOD as TOP_METHOD, RESPONSE_KEY as TOP_RESPONSE_KEY};
-use parcelwatch::orders::{parse_china_time, trade_to_json, SignMethod};
+use parcelwatch::orders::{china_time, parse_china_time, trade_to_json, SignMethod};
 use parcelwatch::providers::ct_eq;
+use parcelwatch::providers::taobao::{
+    answer_json, TransitInfo, TransitStep, METHOD as TRACE_METHOD,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -74,6 +86,9 @@ struct Book {
     next_waybill: u64,
     requests: HashMap<Platform, u64>,
     rejected: HashMap<Platform, u64>,
+    /// TOP `taobao.logistics.trace.search` calls, counted apart from the order calls.
+    trace_requests: u64,
+    trace_rejected: u64,
 }
 
 /// Orders the sandbox's platforms hold.
@@ -282,22 +297,32 @@ async fn top_handle(
             )
         }
     };
+    let is_trace = p.get("method").map(|m| m.trim()) == Some(TRACE_METHOD);
     let mut book = shared.orders.lock();
-    *book.requests.entry(Platform::Top).or_default() += 1;
+    if is_trace {
+        book.trace_requests += 1;
+    } else {
+        *book.requests.entry(Platform::Top).or_default() += 1;
+    }
     let answer = top_answer(&shared, &mut book, &p);
     if answer.0.get("error_response").is_some() {
-        *book.rejected.entry(Platform::Top).or_default() += 1;
+        if is_trace {
+            book.trace_rejected += 1;
+        } else {
+            *book.rejected.entry(Platform::Top).or_default() += 1;
+        }
     }
     answer
 }
 
 fn top_answer(shared: &Shared, book: &mut Book, p: &HashMap<String, String>) -> Json<Value> {
     let get = |k: &str| p.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-    match get("method") {
+    let trace = match get("method") {
         None => return top_error(21, "Missing method", None),
-        Some(TOP_METHOD) => {}
+        Some(TOP_METHOD) => false,
+        Some(TRACE_METHOD) => true,
         Some(_) => return top_error(22, "Invalid method", None),
-    }
+    };
     match get("app_key") {
         None => return top_error(28, "Missing app key", None),
         Some(DEFAULT_TOP_APP_KEY) => {}
@@ -351,6 +376,9 @@ fn top_answer(shared: &Shared, book: &mut Book, p: &HashMap<String, String>) -> 
             )),
         );
     }
+    if trace {
+        return trace_answer(shared, book, p);
+    }
     if get("fields").is_none() {
         return top_error(40, "Missing required arguments:fields", None);
     }
@@ -398,6 +426,155 @@ fn top_answer(shared: &Shared, book: &mut Book, p: &HashMap<String, String>) -> 
         resp["total_results"] = json!(total);
     }
     Json(json!({ TOP_RESPONSE_KEY: resp }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// TOP trace search
+// ---------------------------------------------------------------------------------------------
+
+/// Taobao's trade-level logistics status for a journey's current Kdniao StateEx
+/// (`returning_seen`: a `404` line came before).
+///
+/// | StateEx | Taobao status |
+/// |---|---|
+/// | `0` (nothing scanned yet) | 物流公司已接单 (the order was consigned to the carrier) |
+/// | `1`, `2`, `201`, `202`, `211`, `4`, `401`, `403`, `412` | 物流公司揽收成功 (lines carry the detail) |
+/// | `402` | 签收失败 |
+/// | `3`, `311` | 对方已签收 |
+/// | `404` | 对方拒绝签收 |
+/// | `3`, `311` after a `404` | 对方拒绝签收 (the seller signed the return) |
+pub fn taobao_status(state_ex: &str, returning_seen: bool) -> &'static str {
+    match state_ex {
+        "0" => "物流公司已接单",
+        "3" | "311" if returning_seen => "对方拒绝签收",
+        "3" | "311" => "对方已签收",
+        "404" => "对方拒绝签收",
+        "402" => "签收失败",
+        _ => "物流公司揽收成功",
+    }
+}
+
+/// The Taobao `action` of one journey line (its Kdniao Action and StateEx).
+///
+/// | Kdniao line | Taobao action |
+/// |---|---|
+/// | `1` | GOT |
+/// | `2` with text 到达 / other `2` | ARRIVAL / DEPARTURE |
+/// | `2` on the way back (StateEx `404`) | RETURN |
+/// | `201` | ARRIVAL |
+/// | `202` | SENT_SCAN |
+/// | `211` | STA_INBOUND |
+/// | `3` | SIGNED |
+/// | `311` | STA_SIGN |
+/// | `402` | FAILED |
+/// | `404` | REJECT (refused at the door) / RETURN (sent back after an exception) |
+/// | `4`, `401`, `403`, `412`, other | ISSUE |
+pub fn taobao_action(kind: JourneyKind, step: &Step) -> &'static str {
+    match step.action.as_str() {
+        "1" => "GOT",
+        "2" if step.state_ex == "404" => "RETURN",
+        "2" if step.station.contains("到达") => "ARRIVAL",
+        "2" => "DEPARTURE",
+        "201" => "ARRIVAL",
+        "202" => "SENT_SCAN",
+        "211" => "STA_INBOUND",
+        "3" => "SIGNED",
+        "311" => "STA_SIGN",
+        "402" => "FAILED",
+        "404" if kind == JourneyKind::Refused => "REJECT",
+        "404" => "RETURN",
+        _ => "ISSUE",
+    }
+}
+
+/// What Taobao shows for a journey at `t`: status and steps, oldest first.
+pub fn taobao_reading(j: &Journey, t: DateTime<Utc>) -> (&'static str, Vec<TransitStep>) {
+    let visible = j.visible_at(t);
+    let returning_seen = visible.traces.iter().any(|s| s.state_ex == "404");
+    let steps = visible
+        .traces
+        .iter()
+        .map(|s| TransitStep {
+            status_time: china_time(s.at),
+            status_desc: s.station.clone(),
+            action: Some(taobao_action(j.kind, s).to_string()),
+        })
+        .collect();
+    (taobao_status(visible.state_ex, returning_seen), steps)
+}
+
+fn trace_answer(shared: &Shared, book: &Book, p: &HashMap<String, String>) -> Json<Value> {
+    let get = |k: &str| p.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let Some(tid) = get("tid") else {
+        return top_error(40, "Missing required arguments:tid", None);
+    };
+    if !tid.bytes().all(|b| b.is_ascii_digit()) {
+        return top_error(
+            41,
+            "Invalid arguments",
+            Some(("isv.invalid-parameter:tid", "tid must be a number")),
+        );
+    }
+    let split = get("is_split") == Some("1");
+    let sub_tids: Vec<&str> = get("sub_tid")
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if split && sub_tids.is_empty() {
+        return top_error(40, "Missing required arguments:sub_tid", None);
+    }
+    let nick = get("seller_nick");
+    // TOP's own orders first; fw199's are the same Taobao trades.
+    let order = book
+        .orders
+        .values()
+        .filter(|o| o.tid == tid && nick.is_none_or(|n| n == o.shop))
+        .min_by_key(|o| o.platform != Platform::Top);
+    let Some(order) = order else {
+        return top_error(
+            15,
+            "Remote service error",
+            Some((
+                "isv.invalid-parameter",
+                &format!("交易号{tid}不存在或不属于当前卖家"),
+            )),
+        );
+    };
+    let parcel = order
+        .orders
+        .iter()
+        .filter(|s| !split || sub_tids.contains(&s.oid.as_str()))
+        .find(|s| s.invoice_no.is_some());
+    let mut info = TransitInfo {
+        tid: Some(order.tid.clone()),
+        ..TransitInfo::default()
+    };
+    let Some(sub) = parcel else {
+        info.status = "等候发送给物流公司".into();
+        return Json(answer_json(&info));
+    };
+    info.out_sid = sub.invoice_no.clone();
+    info.company_name = sub.logistics_company.clone();
+    let journey = match (&sub.logistics_company, &sub.invoice_no) {
+        (Some(company), Some(number)) => {
+            carrier_from_company_name(company).and_then(|c| shared.journey(c.as_str(), number))
+        }
+        _ => None,
+    };
+    match journey {
+        Some(j) => {
+            let (status, steps) = taobao_reading(&j, shared.clock.now());
+            info.status = status.into();
+            info.steps = steps;
+        }
+        // A company the sandbox's carriers do not know: accepted, never scanned.
+        None => info.status = "物流公司已接单".into(),
+    }
+    Json(answer_json(&info))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -658,7 +835,8 @@ impl Sandbox {
 
     /// Refuse the platform's next `n_requests` (after their auth checks) as throttled, saying
     /// the ban lasts `ban_seconds`: TOP code 7 `accesscontrol.limited-by-app-access-count`,
-    /// fw199 code [`FW199_THROTTLE_CODE`].
+    /// fw199 code [`FW199_THROTTLE_CODE`]. On TOP, order and trace calls draw on the same
+    /// budget (the limit is the app's).
     pub fn set_throttle(&self, platform: Platform, n_requests: u32, ban_seconds: u64) {
         self.shared
             .orders
@@ -673,13 +851,19 @@ impl Sandbox {
         self.shared.orders.lock().blank_next = n;
     }
 
-    /// (requests, rejected requests) the platform has seen.
+    /// (requests, rejected requests) the platform has seen, trace calls not included.
     pub fn order_requests(&self, platform: Platform) -> (u64, u64) {
         let b = self.shared.orders.lock();
         (
             b.requests.get(&platform).copied().unwrap_or(0),
             b.rejected.get(&platform).copied().unwrap_or(0),
         )
+    }
+
+    /// (requests, rejected requests) of TOP `taobao.logistics.trace.search`.
+    pub fn top_trace_requests(&self) -> (u64, u64) {
+        let b = self.shared.orders.lock();
+        (b.trace_requests, b.trace_rejected)
     }
 }
 
@@ -1191,5 +1375,527 @@ mod tests {
         }
         let kept = split.orders[0].shipment_id().unwrap();
         assert!(shipments.shipment(&kept).unwrap().next_check_at.is_some());
+    }
+
+    /// `taobao.logistics.trace.search`: the Taobao trace client against this gateway.
+    mod trace {
+        use super::*;
+        use crate::sandbox::journey::{truth_status_after_return, waybill_number};
+        use parcelwatch::domain::{ShipmentId, Status, SubStatus};
+        use parcelwatch::providers::taobao::{map_action, TaobaoClient, TaobaoConfig};
+        use parcelwatch::providers::{ProviderError, TraceProvider, TraceQuery};
+
+        fn tracer(
+            sb: &Sandbox,
+            secret: &str,
+            session: &str,
+            sign_method: SignMethod,
+        ) -> TaobaoClient {
+            TaobaoClient::new(
+                TaobaoConfig {
+                    endpoint: sb.top_endpoint(),
+                    app_key: DEFAULT_TOP_APP_KEY.into(),
+                    secret: Secret::new(secret),
+                    session: Secret::new(session),
+                    sign_method,
+                    timeout: StdDuration::from_secs(5),
+                },
+                reqwest::Client::new(),
+            )
+        }
+
+        fn good(sb: &Sandbox) -> TaobaoClient {
+            tracer(sb, DEFAULT_TOP_SECRET, DEFAULT_TOP_SESSION, SignMethod::Md5)
+        }
+
+        fn query(carrier: &str, number: &str, order_ref: &str) -> TraceQuery {
+            TraceQuery {
+                id: ShipmentId::parse(carrier, number).unwrap(),
+                phone: None,
+                order_ref: Some(order_ref.to_string()),
+            }
+        }
+
+        /// A trade with one sub-order per `(company, waybill)`, consigned at `at`.
+        fn order_with(
+            sb: &Sandbox,
+            platform: Platform,
+            shop: &str,
+            tid: &str,
+            parcels: &[(&str, Option<&str>)],
+            at: DateTime<Utc>,
+        ) -> Order {
+            let orders = parcels
+                .iter()
+                .enumerate()
+                .map(|(i, (company, number))| {
+                    let mut s = SubOrder::new(
+                        format!("{tid}{}", i + 1),
+                        TradeStatus::WaitBuyerConfirmGoods,
+                    );
+                    if let Some(n) = number {
+                        s.logistics_company = Some(company.to_string());
+                        s.invoice_no = Some(n.to_string());
+                        s.consign_time = Some(at);
+                    }
+                    s
+                })
+                .collect();
+            sb.create_order(Order {
+                platform,
+                shop: shop.into(),
+                tid: tid.into(),
+                status: TradeStatus::WaitBuyerConfirmGoods,
+                created: Some(at - Duration::hours(2)),
+                modified: Some(at),
+                receiver_mobile: None,
+                orders,
+            })
+        }
+
+        /// A signed trace request with `extra` business parameters, answered as JSON.
+        async fn raw(sb: &Sandbox, extra: &[(&str, &str)]) -> Value {
+            let mut form: Vec<(String, String)> = [
+                ("method", TRACE_METHOD.to_string()),
+                ("app_key", DEFAULT_TOP_APP_KEY.to_string()),
+                ("session", DEFAULT_TOP_SESSION.to_string()),
+                ("timestamp", china_time(Utc::now())),
+                ("format", "json".to_string()),
+                ("v", "2.0".to_string()),
+                ("sign_method", "md5".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+            let sign = top_sign(
+                form.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                DEFAULT_TOP_SECRET,
+                SignMethod::Md5,
+            );
+            form.push(("sign".into(), sign));
+            reqwest::Client::new()
+                .post(sb.top_endpoint())
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        }
+
+        /// Taobao's vocabulary cannot tell these apart; readings are compared at this level.
+        fn coarse(s: Status) -> Status {
+            match s {
+                // Nothing scanned yet: Taobao says the carrier has the order (物流公司已接单,
+                // InfoReceived) where Kdniao has "no trace" (Pending).
+                Status::Pending | Status::InfoReceived => Status::Pending,
+                // ARRIVAL is any arrival, a hub's or the destination city's.
+                Status::ArrivedAtDestinationCity => Status::InTransit,
+                // Kdniao 402 is Exception in the truth; Taobao says 签收失败 / FAILED.
+                Status::DeliveryFailed => Status::Exception,
+                s => s,
+            }
+        }
+
+        fn step(action: &str, state_ex: &'static str, station: &str) -> Step {
+            Step {
+                at: Utc::now(),
+                state: "2",
+                state_ex,
+                action: action.to_string(),
+                station: station.to_string(),
+                location: "杭州市".into(),
+                emits_line: true,
+            }
+        }
+
+        #[test]
+        fn the_translation_tables() {
+            for (state_ex, returning_seen, want) in [
+                ("0", false, "物流公司已接单"),
+                ("1", false, "物流公司揽收成功"),
+                ("2", false, "物流公司揽收成功"),
+                ("201", false, "物流公司揽收成功"),
+                ("202", false, "物流公司揽收成功"),
+                ("211", false, "物流公司揽收成功"),
+                ("4", false, "物流公司揽收成功"),
+                ("401", false, "物流公司揽收成功"),
+                ("403", false, "物流公司揽收成功"),
+                ("412", false, "物流公司揽收成功"),
+                ("402", false, "签收失败"),
+                ("3", false, "对方已签收"),
+                ("311", false, "对方已签收"),
+                ("404", false, "对方拒绝签收"),
+                ("404", true, "对方拒绝签收"),
+                ("3", true, "对方拒绝签收"),
+            ] {
+                assert_eq!(
+                    taobao_status(state_ex, returning_seen),
+                    want,
+                    "{state_ex} {returning_seen}"
+                );
+            }
+            use JourneyKind::*;
+            for (kind, action, state_ex, station, want) in [
+                (Delivered, "1", "1", "已揽收", "GOT"),
+                (Delivered, "2", "2", "快件已到达【杭州转运中心】", "ARRIVAL"),
+                (
+                    Delivered,
+                    "2",
+                    "2",
+                    "快件已发往【广州转运中心】",
+                    "DEPARTURE",
+                ),
+                (Refused, "2", "404", "快件已发往【杭州转运中心】", "RETURN"),
+                (Delivered, "201", "201", "到达", "ARRIVAL"),
+                (Delivered, "202", "202", "派件中", "SENT_SCAN"),
+                (LockerPickup, "211", "211", "已放入快递柜", "STA_INBOUND"),
+                (Delivered, "3", "3", "已签收", "SIGNED"),
+                (LockerPickup, "311", "311", "已取件", "STA_SIGN"),
+                (DeliveryFailed, "402", "402", "派送不成功", "FAILED"),
+                (Refused, "404", "404", "收件人拒收", "REJECT"),
+                (Returned, "404", "404", "按寄件人要求退回", "RETURN"),
+                (Returned, "4", "4", "地址不详", "ISSUE"),
+            ] {
+                let s = step(action, state_ex, station);
+                let got = taobao_action(kind, &s);
+                assert_eq!(got, want, "{kind:?} {action} {state_ex}");
+                // The client reads each action as the line's truth, at Taobao's granularity.
+                let truth = truth_status_after_return(state_ex, false);
+                assert_eq!(
+                    map_action(got).map(coarse),
+                    Some(coarse(truth)),
+                    "{kind:?} {action} {state_ex}"
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn the_trace_follows_the_journey_at_the_clock() {
+            let (sb, clock, now) = sandbox().await;
+            let number = waybill_number("YTO", 900, sb.seed());
+            let shipped = now - Duration::hours(1);
+            order_with(
+                &sb,
+                Platform::Top,
+                "kingdo",
+                "4100000000000001",
+                &[("圆通速递", Some(&number))],
+                shipped,
+            );
+            let j = sb.register_kind(JourneyKind::Delivered, "YTO", &number, shipped);
+            let q = query("YTO", &number, "top:kingdo:4100000000000001");
+
+            clock.set(j.steps[0].at - Duration::seconds(1));
+            for method in [SignMethod::Md5, SignMethod::Hmac] {
+                let snap = tracer(&sb, DEFAULT_TOP_SECRET, DEFAULT_TOP_SESSION, method)
+                    .query(&q)
+                    .await
+                    .unwrap();
+                assert_eq!(snap.status, Status::InfoReceived, "{method:?}");
+                assert_eq!(
+                    snap.sub_status,
+                    Some(SubStatus::new("taobao", "物流公司已接单"))
+                );
+                assert!(snap.events.is_empty());
+            }
+
+            clock.set(j.steps[2].at);
+            let snap = good(&sb).query(&q).await.unwrap();
+            assert_eq!(snap.status, Status::InTransit);
+            assert_eq!(
+                snap.sub_status,
+                Some(SubStatus::new("taobao", taobao_action(j.kind, &j.steps[2])))
+            );
+            assert_eq!(snap.events.len(), 3);
+            for (e, s) in snap.events.iter().zip(&j.steps) {
+                assert_eq!(e.time, s.at);
+                assert_eq!(e.description, s.station);
+            }
+            assert_eq!(snap.events[0].raw_code.as_deref(), Some("GOT"));
+            assert_eq!(snap.events[0].status, Some(Status::PickedUp));
+
+            clock.set(j.ends_at().unwrap());
+            let snap = good(&sb).query(&q).await.unwrap();
+            assert_eq!(snap.status, Status::Delivered);
+            assert_eq!(snap.sub_status, Some(SubStatus::new("taobao", "SIGNED")));
+            assert_eq!(snap.events.len(), j.steps.len());
+
+            // An fw199 trade is a Taobao trade: found by `fw199:` reference and by bare tid.
+            let zto = waybill_number("ZTO", 901, sb.seed());
+            order_with(
+                &sb,
+                Platform::Fw199,
+                "可拆卸aa",
+                "4100000000000002",
+                &[("中通快递", Some(&zto))],
+                shipped,
+            );
+            let a = good(&sb)
+                .query(&query("ZTO", &zto, "fw199:可拆卸aa:4100000000000002"))
+                .await
+                .unwrap();
+            let b = good(&sb)
+                .query(&query("ZTO", &zto, "4100000000000002"))
+                .await
+                .unwrap();
+            assert_eq!(a, b);
+            assert!(!a.events.is_empty());
+
+            assert_eq!(sb.top_trace_requests(), (6, 0));
+            assert_eq!(sb.order_requests(Platform::Top), (0, 0), "counted apart");
+        }
+
+        #[tokio::test]
+        async fn unknown_trades_bad_signs_and_sessions_are_permanent() {
+            let (sb, _clock, now) = sandbox().await;
+            let number = waybill_number("YTO", 902, sb.seed());
+            order_with(
+                &sb,
+                Platform::Top,
+                "kingdo",
+                "4100000000000003",
+                &[("圆通速递", Some(&number))],
+                now,
+            );
+            let permanent = |r: Result<_, ProviderError>| match r {
+                Err(ProviderError::Permanent { reason, .. }) => reason,
+                other => panic!("expected permanent, got {other:?}"),
+            };
+            let unknown = permanent(
+                good(&sb)
+                    .query(&query("YTO", &number, "top:kingdo:4199999999999999"))
+                    .await,
+            );
+            assert!(unknown.contains("isv.invalid-parameter"), "{unknown}");
+            let other_shop = permanent(
+                good(&sb)
+                    .query(&query("YTO", &number, "top:someone:4100000000000003"))
+                    .await,
+            );
+            assert!(other_shop.contains("isv.invalid-parameter"), "{other_shop}");
+            let q = query("YTO", &number, "top:kingdo:4100000000000003");
+            let bad_sign = permanent(
+                tracer(&sb, "not-the-secret", DEFAULT_TOP_SESSION, SignMethod::Hmac)
+                    .query(&q)
+                    .await,
+            );
+            assert!(
+                bad_sign.contains("TOP error 25") && bad_sign.contains("TOP_APP_SECRET"),
+                "{bad_sign}"
+            );
+            let expired = permanent(
+                tracer(&sb, DEFAULT_TOP_SECRET, "expired", SignMethod::Md5)
+                    .query(&q)
+                    .await,
+            );
+            assert!(
+                expired.contains("TOP error 27") && expired.contains("re-authorize"),
+                "{expired}"
+            );
+            // Not a Taobao order: refused before any call.
+            let no_ref = permanent(good(&sb).query(&query("YTO", &number, "TB-1")).await);
+            assert!(no_ref.contains("order_ref"), "{no_ref}");
+            assert!(good(&sb).query(&q).await.is_ok());
+            assert_eq!(sb.top_trace_requests(), (5, 4));
+        }
+
+        #[tokio::test]
+        async fn throttling_applies_to_traces_and_orders_alike() {
+            let (sb, _clock, now) = sandbox().await;
+            let number = waybill_number("YTO", 903, sb.seed());
+            order_with(
+                &sb,
+                Platform::Top,
+                "kingdo",
+                "4100000000000004",
+                &[("圆通速递", Some(&number))],
+                now,
+            );
+            let q = query("YTO", &number, "top:kingdo:4100000000000004");
+            sb.set_throttle(Platform::Top, 2, 30);
+            match good(&sb).query(&q).await {
+                Err(ProviderError::Retryable {
+                    retry_after,
+                    reason,
+                    ..
+                }) => {
+                    assert_eq!(retry_after, Some(StdDuration::from_secs(30)));
+                    assert!(reason.contains("accesscontrol"), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+            // One app budget: the order call takes the second refusal.
+            let e = top(
+                &sb,
+                DEFAULT_TOP_SECRET,
+                DEFAULT_TOP_SESSION,
+                SignMethod::Md5,
+            )
+            .page("kingdo", now - Duration::hours(1), now, 1, 100)
+            .await
+            .unwrap_err();
+            assert_eq!(e.retry_after(), Some(StdDuration::from_secs(30)));
+            assert!(good(&sb).query(&q).await.is_ok(), "the ban lifts");
+            assert_eq!(sb.top_trace_requests(), (2, 1));
+            assert_eq!(sb.order_requests(Platform::Top), (1, 1));
+        }
+
+        #[tokio::test]
+        async fn split_trades_answer_one_parcel_and_unshipped_ones_none() {
+            let (sb, _clock, now) = sandbox().await;
+            let (yto, sf) = (
+                waybill_number("YTO", 904, sb.seed()),
+                waybill_number("SF", 905, sb.seed()),
+            );
+            let tid = "4100000000000005";
+            order_with(
+                &sb,
+                Platform::Top,
+                "kingdo",
+                tid,
+                &[("圆通速递", Some(&yto)), ("顺丰速运", Some(&sf))],
+                now - Duration::days(3),
+            );
+            let first = good(&sb)
+                .query(&query("YTO", &yto, &format!("top:kingdo:{tid}")))
+                .await
+                .unwrap();
+            assert!(!first.events.is_empty());
+            match good(&sb)
+                .query(&query("SF", &sf, &format!("top:kingdo:{tid}")))
+                .await
+            {
+                Err(ProviderError::Permanent { reason, .. }) => {
+                    assert_eq!(reason, format!("order {tid} ships under {yto}, not {sf}"))
+                }
+                other => panic!("{other:?}"),
+            }
+            // TOP's own way to the second parcel: is_split=1 with the sub-order id.
+            let v = raw(
+                &sb,
+                &[
+                    ("tid", tid),
+                    ("is_split", "1"),
+                    ("sub_tid", &format!("{tid}2")),
+                ],
+            )
+            .await;
+            assert_eq!(
+                v["logistics_trace_search_response"]["out_sid"],
+                sf.as_str(),
+                "{v}"
+            );
+            assert_eq!(
+                v["logistics_trace_search_response"]["company_name"],
+                "顺丰速运"
+            );
+            let v = raw(&sb, &[("tid", tid), ("is_split", "1")]).await;
+            assert_eq!(v["error_response"]["code"], 40, "{v}");
+            let v = raw(&sb, &[]).await;
+            assert_eq!(v["error_response"]["code"], 40, "{v}");
+
+            // Nothing shipped yet: no waybill, nothing to see.
+            let pending = "4100000000000006";
+            order_with(
+                &sb,
+                Platform::Top,
+                "kingdo",
+                pending,
+                &[("圆通速递", None)],
+                now,
+            );
+            let snap = good(&sb)
+                .query(&query("YTO", &yto, &format!("top:kingdo:{pending}")))
+                .await
+                .unwrap();
+            assert_eq!(snap.status, Status::Pending);
+            assert_eq!(
+                snap.sub_status,
+                Some(SubStatus::new("taobao", "等候发送给物流公司"))
+            );
+            assert!(snap.events.is_empty());
+        }
+
+        /// Every step of journeys of every kind, read through TOP, against the journey's truth.
+        ///
+        /// Taobao cannot express: Pending vs InfoReceived (no scan yet), ArrivedAtDestinationCity
+        /// vs InTransit (ARRIVAL), Kdniao's 402 Exception vs 签收失败 DeliveryFailed — compared
+        /// with [`coarse`] — nor the timer verdicts without a scan (403 "no update", 412
+        /// "locker overdue"): there the reading is the truth of the last line. Everything else
+        /// must match exactly.
+        #[tokio::test]
+        async fn taobao_readings_agree_with_the_journeys_truth() {
+            let (sb, clock, now) = sandbox().await;
+            let client = good(&sb);
+            let shipped = now - Duration::days(2);
+            let (mut probes, mut verdicts, mut exact) = (0u64, 0u64, 0u64);
+            let mut seq = 0u64;
+            for kind in JourneyKind::ALL {
+                for (company, carrier) in
+                    [("圆通速递", "YTO"), ("顺丰速运", "SF"), ("中通快递", "ZTO")]
+                {
+                    seq += 1;
+                    let number = waybill_number(carrier, 1000 + seq, sb.seed());
+                    let tid = format!("{}", 4_200_000_000_000_000u64 + seq);
+                    order_with(
+                        &sb,
+                        Platform::Top,
+                        "kingdo",
+                        &tid,
+                        &[(company, Some(&number))],
+                        shipped,
+                    );
+                    let j = sb.register_kind(kind, carrier, &number, shipped);
+                    let q = query(carrier, &number, &format!("top:kingdo:{tid}"));
+                    let mut times = vec![j.steps[0].at - Duration::seconds(1)];
+                    times.extend(j.steps.iter().map(|s| s.at));
+                    for t in times {
+                        clock.set(t);
+                        let snap = client.query(&q).await.unwrap();
+                        probes += 1;
+                        let mut returning_seen = false;
+                        let mut line_truth = Status::Pending;
+                        let mut lines = 0;
+                        for s in j.steps.iter().take_while(|s| s.at <= t) {
+                            if s.emits_line {
+                                line_truth = truth_status_after_return(s.state_ex, returning_seen);
+                                lines += 1;
+                            }
+                            returning_seen |= s.state_ex == "404";
+                        }
+                        let truth = j.truth_statuses(t).last().map_or(Status::Pending, |x| x.1);
+                        if j.steps.iter().any(|s| s.at == t && !s.emits_line) {
+                            verdicts += 1;
+                        } else {
+                            assert_eq!(line_truth, truth, "{kind:?} {number} at {t}");
+                        }
+                        let ctx = format!("{kind:?} {carrier} {number} at {t}: {snap:?}");
+                        assert_eq!(coarse(snap.status), coarse(line_truth), "{ctx}");
+                        if coarse(line_truth) == line_truth
+                            && !matches!(line_truth, Status::Pending | Status::Exception)
+                        {
+                            assert_eq!(snap.status, line_truth, "{ctx}");
+                            exact += 1;
+                        }
+                        assert_eq!(snap.events.len(), lines, "{ctx}");
+                        assert!(
+                            snap.sub_status
+                                .as_ref()
+                                .is_some_and(|s| s.provider == "taobao"),
+                            "{ctx}"
+                        );
+                    }
+                }
+            }
+            assert!(
+                verdicts >= 3,
+                "the stalled journeys' 403 verdicts were probed"
+            );
+            assert!(exact * 2 > probes, "{exact} of {probes} exact");
+            assert_eq!(sb.top_trace_requests(), (probes, 0));
+        }
     }
 }

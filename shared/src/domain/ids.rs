@@ -1,5 +1,6 @@
 //! Identifier newtypes: a carrier code and a tracking (waybill) number, each with a `parse`.
 
+use super::carriers::{self, CarrierInfo};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -17,10 +18,9 @@ pub enum IdError {
     BadKey(String),
 }
 
-/// The carriers parcelwatch knows, in its own (Kdniao ShipperCode) vocabulary.
-pub const KNOWN_CARRIERS: [&str; 12] = [
-    "SF", "SFKY", "JD", "EMS", "YZPY", "YTO", "ZTO", "STO", "YD", "JTSD", "DBL", "HTKY",
-];
+/// The carriers parcelwatch knows, in its own (Kdniao ShipperCode) vocabulary: the codes of the
+/// registry ([`super::carriers::CARRIERS`]), in its order.
+pub const KNOWN_CARRIERS: [&str; carriers::CARRIERS.len()] = carriers::codes();
 
 /// A carrier in parcelwatch's own vocabulary (Kdniao ShipperCode style, upper case: `SF`, `YTO`, `ZTO`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -42,47 +42,27 @@ impl Carrier {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// The registry entry of this carrier, if parcelwatch knows it.
+    pub fn info(&self) -> Option<&'static CarrierInfo> {
+        carriers::by_code(&self.0)
+    }
     /// A carrier parcelwatch has a name and provider codes for. Anything else is refused at
     /// the edges (registration, pushes) with a clear reason instead of being tracked blind.
     pub fn is_known(&self) -> bool {
-        KNOWN_CARRIERS.contains(&self.0.as_str())
+        self.info().is_some()
     }
-    /// SF Express asks for the last four digits of a phone number with every query.
+    /// The carrier asks for the last four digits of a phone number with every query (SF and
+    /// SF freight at Kdniao and Kuaidi100, ZTO at Kuaidi100).
     pub fn needs_phone_suffix(&self) -> bool {
-        matches!(self.0.as_str(), "SF" | "SFKY" | "ZTO")
+        self.info().is_some_and(|c| c.needs_phone_suffix)
     }
-    /// Display name in Chinese for the carriers we know.
+    /// Display name in Chinese; the code itself for a carrier we do not know.
     pub fn name_zh(&self) -> &str {
-        match self.0.as_str() {
-            "SF" => "顺丰速运",
-            "JD" => "京东物流",
-            "EMS" => "EMS",
-            "YZPY" => "中国邮政",
-            "YTO" => "圆通速递",
-            "ZTO" => "中通快递",
-            "STO" => "申通快递",
-            "YD" => "韵达速递",
-            "JTSD" => "极兔速递",
-            "DBL" => "德邦快递",
-            "HTKY" => "百世快递",
-            _ => self.0.as_str(),
-        }
+        self.info().map_or(self.0.as_str(), |c| c.name_zh)
     }
+    /// Display name in English; the code itself for a carrier we do not know.
     pub fn name_en(&self) -> &str {
-        match self.0.as_str() {
-            "SF" => "SF Express",
-            "JD" => "JD Logistics",
-            "EMS" => "EMS",
-            "YZPY" => "China Post",
-            "YTO" => "YTO Express",
-            "ZTO" => "ZTO Express",
-            "STO" => "STO Express",
-            "YD" => "Yunda Express",
-            "JTSD" => "J&T Express",
-            "DBL" => "Deppon",
-            "HTKY" => "Best Express",
-            _ => self.0.as_str(),
-        }
+        self.info().map_or(self.0.as_str(), |c| c.name_en)
     }
 }
 

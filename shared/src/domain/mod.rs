@@ -1,5 +1,6 @@
 //! Pure domain: types and rules. No AWS, no Lambda, no I/O.
 
+pub mod carriers;
 pub mod detect;
 pub mod ids;
 pub mod order;
@@ -9,6 +10,8 @@ pub mod status;
 pub mod templates;
 pub mod trace;
 
+pub use carriers::CarrierInfo;
+pub use detect::{detect, detect_carrier, Candidate};
 pub use ids::{Carrier, IdError, PhoneNumber, ShipmentId, TrackingNumber};
 pub use schedule::{
     check_interval, next_check_at, plan_next_check, safety_net_check, Priority, SAFETY_NET,

@@ -65,6 +65,27 @@ pub fn check_interval(status: Status, priority: Priority) -> Option<Duration> {
     }
 }
 
+/// The shortest time a provider allows between two queries of the same waybill: Kuaidi100 locks
+/// a waybill queried more than once per 30 minutes. `None`: no such rule.
+pub fn provider_requery_floor(provider: &str) -> Option<Duration> {
+    match provider {
+        "kuaidi100" => Some(Duration::minutes(30)),
+        _ => None,
+    }
+}
+
+/// The next check, no earlier than the answering provider allows.
+pub fn respect_requery_floor(
+    next: Option<DateTime<Utc>>,
+    provider: &str,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    match provider_requery_floor(provider) {
+        Some(floor) => next.map(|t| t.max(now + floor)),
+        None => next,
+    }
+}
+
 /// How long a push-subscribed shipment may go without news before we poll it once ourselves:
 /// the safety net under a subscription (a lost push, a provider that stopped pushing).
 pub const SAFETY_NET: Duration = Duration::hours(12);

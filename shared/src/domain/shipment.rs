@@ -66,6 +66,8 @@ pub struct Shipment {
     pub subscribed_at: Option<DateTime<Utc>>,
     /// When the last provider push for this shipment was applied.
     pub last_push_at: Option<DateTime<Utc>>,
+    /// The provider that answered the last poll (failover may pick another than `provider`).
+    pub last_provider: Option<String>,
     /// Optimistic-concurrency version: every write is conditional on it and bumps it.
     pub version: u64,
 }
@@ -97,6 +99,7 @@ impl Shipment {
             last_error: None,
             subscribed_at: None,
             last_push_at: None,
+            last_provider: None,
             version: 0,
         }
     }

@@ -277,7 +277,7 @@ pub fn flag(v: &Value, key: &str) -> Option<bool> {
 }
 
 /// A Taobao list: `{"order":[…]}`, `[…]`, or a single object under the inner key.
-fn list<'a>(v: Option<&'a Value>, inner: &str) -> Vec<&'a Value> {
+pub(crate) fn list<'a>(v: Option<&'a Value>, inner: &str) -> Vec<&'a Value> {
     match v {
         Some(Value::Array(a)) => a.iter().collect(),
         Some(Value::Object(o)) => match o.get(inner) {
@@ -322,7 +322,7 @@ pub fn trade_from_json(platform: Platform, shop: &str, v: &Value) -> Result<Orde
     })
 }
 
-fn number_or_string(s: &str) -> Value {
+pub(crate) fn number_or_string(s: &str) -> Value {
     // Taobao writes ids as JSON numbers; ours fit in u64 or stay strings.
     s.parse::<u64>()
         .map(Value::from)

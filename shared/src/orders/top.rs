@@ -81,16 +81,53 @@ pub struct PageRequest<'a> {
     pub timestamp: DateTime<Utc>,
 }
 
-/// The signed form fields of a page request.
-pub fn build_form(req: &PageRequest<'_>, secret: &str) -> Vec<(String, String)> {
+/// The common parameters of one TOP call (any method), before the business ones.
+#[derive(Debug, Clone, Copy)]
+pub struct TopCall<'a> {
+    pub method: &'a str,
+    pub app_key: &'a str,
+    pub session: &'a str,
+    pub sign_method: SignMethod,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// The signed form of a TOP call: the common parameters (`method`, `app_key`, `session`,
+/// `timestamp` in Beijing time, `format=json`, `v=2.0`, `sign_method`), then `business`, then
+/// `sign` over all of them.
+pub fn signed_form(
+    call: &TopCall<'_>,
+    business: Vec<(String, String)>,
+    secret: &str,
+) -> Vec<(String, String)> {
     let mut form: Vec<(String, String)> = vec![
-        ("method".into(), METHOD.into()),
-        ("app_key".into(), req.app_key.into()),
-        ("session".into(), req.session.into()),
-        ("timestamp".into(), super::china_time(req.timestamp)),
+        ("method".into(), call.method.into()),
+        ("app_key".into(), call.app_key.into()),
+        ("session".into(), call.session.into()),
+        ("timestamp".into(), super::china_time(call.timestamp)),
         ("format".into(), "json".into()),
         ("v".into(), "2.0".into()),
-        ("sign_method".into(), req.sign_method.as_str().into()),
+        ("sign_method".into(), call.sign_method.as_str().into()),
+    ];
+    form.extend(business);
+    let sign = top_sign(
+        form.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        secret,
+        call.sign_method,
+    );
+    form.push(("sign".into(), sign));
+    form
+}
+
+/// The signed form fields of a page request.
+pub fn build_form(req: &PageRequest<'_>, secret: &str) -> Vec<(String, String)> {
+    let call = TopCall {
+        method: METHOD,
+        app_key: req.app_key,
+        session: req.session,
+        sign_method: req.sign_method,
+        timestamp: req.timestamp,
+    };
+    let business: Vec<(String, String)> = vec![
         ("fields".into(), FIELDS.into()),
         ("start_modified".into(), super::china_time(req.from)),
         ("end_modified".into(), super::china_time(req.to)),
@@ -101,13 +138,7 @@ pub fn build_form(req: &PageRequest<'_>, secret: &str) -> Vec<(String, String)> 
         ),
         ("use_has_next".into(), "false".into()),
     ];
-    let sign = top_sign(
-        form.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        secret,
-        req.sign_method,
-    );
-    form.push(("sign".into(), sign));
-    form
+    signed_form(&call, business, secret)
 }
 
 /// Classify an `error_response`.

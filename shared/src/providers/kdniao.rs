@@ -4,6 +4,7 @@
 //! pure and `pub` (request body, response parsing, status mapping) so that the sandbox server and
 //! fuzzers share exactly the code the client runs.
 
+use super::unknown::note_unknown;
 use super::{ProviderError, TraceProvider, TraceQuery};
 use crate::config::KdniaoConfig;
 use crate::domain::{Status, SubStatus, TraceEvent, TraceSnapshot};
@@ -259,13 +260,32 @@ fn known_code(code: &str) -> Option<Status> {
     })
 }
 
+/// StateEx codes seen only in third-party code (PROTOCOLS.md §1, UNCERTAIN), with the status we
+/// take for them when no documented `State` says better. Their third-party meanings: 301 signed,
+/// 302 signed after a delivery problem, 304 signed by a proxy, 405 delivery problem, 406 return
+/// signed for, 407 return not signed for. Never terminal: an undocumented code does not close
+/// a parcel; a documented State 3 does (see [`map_state`]).
+fn uncertain_code(code: &str) -> Option<Status> {
+    Some(match code {
+        // Nearest to "signed" without closing: the parcel is at the door.
+        "301" | "302" | "304" => Status::OutForDelivery,
+        // A problem, as their family State 4.
+        "405" => Status::Exception,
+        // A return, signed for or not: on its way back, still tracked.
+        "406" | "407" => Status::Returning,
+        _ => return None,
+    })
+}
+
 /// Map Kdniao's `State` and (8001) `StateEx` to the canonical status, keeping the exact code.
 ///
-/// StateEx is preferred when it is present and known. Codes outside the documented table (e.g.
-/// 301/302/304/405–407, seen only in third-party code) resolve through `State`, their family,
-/// with the exact StateEx kept as sub-status. When neither is known the parcel is taken as
-/// InTransit: not terminal (tracking continues, nothing is closed on a guess) and not Exception
-/// (an unknown scan type is far likelier than a problem, and Exception texts the buyer).
+/// StateEx is preferred when it is present and documented. An UNCERTAIN StateEx (301/302/304,
+/// 405–407) defers to a documented `State`, its family, and only without one takes its own safe
+/// status ([`uncertain_code`]). An unknown StateEx resolves through `State` too, with the exact
+/// code kept as sub-status; when neither is known the parcel is taken as InTransit: not terminal
+/// (tracking continues, nothing is closed on a guess) and not Exception (an unknown scan type is
+/// far likelier than a problem, and Exception texts the buyer). Unknown codes are logged once
+/// per process and counted ([`super::unknown::note_unknown`]).
 pub fn map_state(state: &str, state_ex: Option<&str>) -> (Status, Option<SubStatus>) {
     let state = state.trim();
     let state_ex = state_ex.map(str::trim).filter(|s| !s.is_empty());
@@ -275,41 +295,34 @@ pub fn map_state(state: &str, state_ex: Option<&str>) -> (Status, Option<SubStat
     if let Some(st) = state_ex.and_then(known_code) {
         return (st, sub);
     }
-    if let Some(ex) = state_ex {
-        tracing::warn!(
-            provider = PROVIDER,
-            state_ex = ex,
-            state,
-            "unknown Kdniao StateEx; using State"
-        );
+    let uncertain = state_ex.and_then(uncertain_code);
+    if let (Some(ex), None) = (state_ex, uncertain) {
+        note_unknown(PROVIDER, "StateEx", ex);
     }
     if state.is_empty() {
-        // Nothing to go on: the caller decides from the trace lines (see `to_snapshot`).
-        return (Status::Pending, sub);
+        // Nothing documented to go on: an uncertain StateEx's safe status, or the caller decides
+        // from the trace lines (see `response_to_snapshot`).
+        return (uncertain.unwrap_or(Status::Pending), sub);
     }
     match known_code(state) {
         Some(st) => (st, sub),
         None => {
-            tracing::warn!(
-                provider = PROVIDER,
-                state,
-                "unknown Kdniao State; assuming in transit"
-            );
-            (Status::InTransit, sub)
+            note_unknown(PROVIDER, "State", state);
+            (uncertain.unwrap_or(Status::InTransit), sub)
         }
     }
 }
 
-/// Status of one trace line from its 8001 `Action`; `None` when absent or unknown (the line is
-/// kept, only unclassified).
+/// Status of one trace line from its 8001 `Action`; `None` when absent, UNCERTAIN or unknown (the
+/// line is kept, only unclassified: a line never decides on an undocumented code).
 pub fn map_action(action: &str) -> Option<Status> {
     let action = action.trim();
     if action.is_empty() {
         return None;
     }
     let st = known_code(action);
-    if st.is_none() {
-        tracing::warn!(provider = PROVIDER, action, "unknown Kdniao trace Action");
+    if st.is_none() && uncertain_code(action).is_none() {
+        note_unknown(PROVIDER, "Action", action);
     }
     st
 }
@@ -754,25 +767,62 @@ mod tests {
         }
     }
 
+    /// The UNCERTAIN codes (third-party only): a documented State decides; without one, a safe
+    /// non-terminal status. As a line's Action they stay unclassified.
     #[test]
-    fn uncertain_and_unknown_codes_fall_back_safely_keeping_the_raw_code() {
+    fn uncertain_codes_map_to_the_nearest_safe_status() {
         use Status::*;
-        // Third-party-only codes resolve through their State family.
-        for (state, ex, want) in [
+        let table = [
+            // (State, StateEx, status)
             ("3", "301", Delivered),
             ("3", "302", Delivered),
             ("3", "304", Delivered),
             ("4", "405", Exception),
             ("4", "406", Exception),
             ("4", "407", Exception),
-            ("2", "299", InTransit),
-        ] {
+            // State disagreeing with the family: the documented State still decides.
+            ("2", "301", InTransit),
+            // No usable State: never terminal.
+            ("", "301", OutForDelivery),
+            ("", "302", OutForDelivery),
+            ("", "304", OutForDelivery),
+            ("", "405", Exception),
+            ("", "406", Returning),
+            ("", "407", Returning),
+            ("9", "301", OutForDelivery),
+            ("9", "406", Returning),
+        ];
+        for (state, ex, want) in table {
+            let (st, sub) = map_state(state, Some(ex));
             assert_eq!(
-                map_state(state, Some(ex)),
+                (st, sub),
                 (want, Some(SubStatus::new("kdniao", ex))),
                 "{state}/{ex}"
             );
+            assert!(
+                state == "3" || !st.is_terminal(),
+                "{state}/{ex} closed the parcel"
+            );
         }
+        for ex in ["301", "302", "304", "405", "406", "407"] {
+            assert_eq!(map_action(ex), None, "Action {ex}");
+        }
+    }
+
+    #[test]
+    fn unknown_codes_fall_back_safely_keeping_the_raw_code_and_are_counted() {
+        use crate::providers::unknown::unknown_codes_seen;
+        use Status::*;
+        let before = unknown_codes_seen();
+        // Unknown StateEx: through the State family.
+        assert_eq!(
+            map_state("2", Some("299")),
+            (InTransit, Some(SubStatus::new("kdniao", "299")))
+        );
+        assert_eq!(
+            map_state("3", Some("399")),
+            (Delivered, Some(SubStatus::new("kdniao", "399")))
+        );
         // Neither known: in transit, never terminal, never a panic.
         assert_eq!(
             map_state("9", Some("999")),
@@ -786,13 +836,15 @@ mod tests {
             map_state("", Some("abc")),
             (Pending, Some(SubStatus::new("kdniao", "abc")))
         );
+        assert_eq!(map_action("999"), None);
+        // 299, 399, 999 + 9, 77, abc, Action 999: seven sightings at least (other tests may add).
+        assert!(unknown_codes_seen() - before >= 7);
         // Blank StateEx is absent, whitespace is trimmed.
         assert_eq!(
             map_state(" 3 ", Some("  ")),
             (Delivered, Some(SubStatus::new("kdniao", "3")))
         );
         assert_eq!(map_state("", None), (Pending, None));
-        assert_eq!(map_action("999"), None);
         assert_eq!(map_action(""), None);
     }
 

@@ -1,10 +1,15 @@
 //! Tracking providers: one module per aggregator, each with signing, request, response parsing
 //! and a status mapping table tested code by code.
 
+pub mod any;
+pub mod failover;
 pub mod kdniao;
 pub mod kdniao_push;
 pub mod kuaidi100;
 pub mod push;
+pub mod recognize;
+pub mod taobao;
+pub mod unknown;
 
 use crate::domain::{PhoneNumber, ShipmentId, TraceSnapshot};
 use std::future::Future;
@@ -45,6 +50,27 @@ impl ProviderError {
     }
 }
 
+/// What the tracker knows of a shipment when it picks a provider for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteContext {
+    /// The shipment's own provider (set at registration).
+    pub preferred: String,
+    /// The shop the shipment's order belongs to (from `order_ref` `platform:shop:tid`).
+    pub shop: Option<String>,
+    /// The provider that answered the last poll, and when.
+    pub last_provider: Option<String>,
+    pub last_checked: Option<chrono::DateTime<chrono::Utc>>,
+    /// Now, as the tracker sees it.
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+/// A provider's answer, and which provider gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub provider: &'static str,
+    pub snapshot: TraceSnapshot,
+}
+
 /// A logistics-trace provider (Kdniao, Kuaidi100, Taobao TOP).
 pub trait TraceProvider: Send + Sync {
     /// Short name used in sub-statuses and logs: `kdniao`.
@@ -53,6 +79,22 @@ pub trait TraceProvider: Send + Sync {
         &self,
         q: &TraceQuery,
     ) -> impl Future<Output = Result<TraceSnapshot, ProviderError>> + Send;
+
+    /// Query for a shipment in its context. A single provider just queries; a
+    /// [`failover::Failover`] picks the providers configured for the shipment and moves on to
+    /// the next when one fails, throttles or has spent its quota.
+    fn query_routed(
+        &self,
+        q: &TraceQuery,
+        _ctx: &RouteContext,
+    ) -> impl Future<Output = Result<Answer, ProviderError>> + Send {
+        async move {
+            self.query(q).await.map(|snapshot| Answer {
+                provider: self.name(),
+                snapshot,
+            })
+        }
+    }
 }
 
 /// Lower-case hex of bytes (md-5 0.11 digests no longer format with `{:x}`).

@@ -60,6 +60,8 @@ pub struct ShipmentRecord {
     pub subscribed_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_push_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_provider: Option<String>,
     pub version: u64,
 }
 
@@ -105,6 +107,7 @@ impl ShipmentRecord {
             last_error: s.last_error.clone(),
             subscribed_at: s.subscribed_at.map(fmt_time),
             last_push_at: s.last_push_at.map(fmt_time),
+            last_provider: s.last_provider.clone(),
             version: s.version,
         }
     }
@@ -176,6 +179,7 @@ impl ShipmentRecord {
             last_error: self.last_error.clone(),
             subscribed_at: opt_time("subscribed_at", &self.subscribed_at)?,
             last_push_at: opt_time("last_push_at", &self.last_push_at)?,
+            last_provider: self.last_provider.clone(),
             version: self.version,
             id,
         })
@@ -273,6 +277,7 @@ mod tests {
         s.event_count = 7;
         s.subscribed_at = Some(now);
         s.last_push_at = Some(now);
+        s.last_provider = Some("kuaidi100".into());
         s.version = 4;
         s
     }

@@ -1,0 +1,530 @@
+//! Provider choice and failover. Which providers serve a shipment is configured per shop and per
+//! carrier (`PROVIDER_ROUTES`); the tracker asks them in order and moves on to the next when one
+//! fails, throttles, has spent its quota or must not be asked yet (Kuaidi100's one query per
+//! waybill per 30 minutes). Every switch is logged (`provider failover`, with from, to and why)
+//! and counted as the `ProviderFailover` metric (EMF, dimensions From/To).
+//!
+//! A provider that throttles or runs out of quota with a stated wait (`retry_after`) is skipped
+//! by this process until the wait is over, so one throttled answer does not cost one wasted
+//! call per message for the rest of the batch.
+
+use super::{Answer, ProviderError, RouteContext, TraceProvider, TraceQuery};
+use crate::domain::schedule::provider_requery_floor;
+use crate::domain::{Carrier, TraceSnapshot};
+use chrono::{DateTime, Duration, Utc};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Longest a provider is skipped after it asked us to wait.
+const MAX_COOLDOWN: Duration = Duration::hours(12);
+
+/// Ordered provider lists: per shop, per carrier, and the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRoutes {
+    pub default: Vec<String>,
+    pub by_carrier: HashMap<String, Vec<String>>,
+    pub by_shop: HashMap<String, Vec<String>>,
+}
+
+/// No rules: every shipment is served by its own provider alone.
+impl Default for ProviderRoutes {
+    fn default() -> Self {
+        ProviderRoutes {
+            default: Vec::new(),
+            by_carrier: HashMap::new(),
+            by_shop: HashMap::new(),
+        }
+    }
+}
+
+/// Provider names the routes may use.
+pub const PROVIDERS: [&str; 3] = ["kdniao", "kuaidi100", "taobao"];
+
+impl ProviderRoutes {
+    /// `default=kdniao,kuaidi100;carrier:SF=kuaidi100,kdniao;shop:my-shop=taobao,kdniao`.
+    /// Rules are separated by `;`, lists by `,`; names are checked against [`PROVIDERS`].
+    pub fn parse(spec: &str) -> Result<ProviderRoutes, String> {
+        let mut routes = ProviderRoutes::default();
+        for rule in spec.split(';').map(str::trim).filter(|r| !r.is_empty()) {
+            let (key, list) = rule
+                .split_once('=')
+                .ok_or_else(|| format!("rule `{rule}` is not `<key>=<providers>`"))?;
+            let list: Vec<String> = list
+                .split(',')
+                .map(|p| p.trim().to_ascii_lowercase())
+                .filter(|p| !p.is_empty())
+                .collect();
+            if list.is_empty() {
+                return Err(format!("rule `{rule}` names no provider"));
+            }
+            if let Some(bad) = list.iter().find(|p| !PROVIDERS.contains(&p.as_str())) {
+                return Err(format!(
+                    "unknown provider `{bad}` in `{rule}` (known: {})",
+                    PROVIDERS.join(", ")
+                ));
+            }
+            match key.trim().split_once(':') {
+                None if key.trim() == "default" => routes.default = list,
+                Some(("carrier", c)) => {
+                    let c = Carrier::parse(c).map_err(|e| format!("rule `{rule}`: {e}"))?;
+                    routes.by_carrier.insert(c.to_string(), list);
+                }
+                Some(("shop", shop)) if !shop.trim().is_empty() => {
+                    routes.by_shop.insert(shop.trim().to_string(), list);
+                }
+                _ => {
+                    return Err(format!(
+                        "rule `{rule}`: key must be `default`, `carrier:<code>` or `shop:<seller nick>`"
+                    ))
+                }
+            }
+        }
+        Ok(routes)
+    }
+
+    /// The providers to ask for one shipment, in order, each once: the shop's rule, else the
+    /// carrier's rule, else the default list; then the shipment's own provider (set at
+    /// registration) as the last resort. With no routes configured, just its own provider.
+    pub fn chain(&self, carrier: &Carrier, ctx: &RouteContext) -> Vec<String> {
+        let rule = ctx
+            .shop
+            .as_ref()
+            .and_then(|s| self.by_shop.get(s))
+            .or_else(|| self.by_carrier.get(carrier.as_str()))
+            .unwrap_or(&self.default);
+        let mut out: Vec<String> = Vec::new();
+        for p in rule
+            .iter()
+            .chain(std::iter::once(&ctx.preferred).filter(|p| !p.is_empty()))
+        {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+        out
+    }
+}
+
+/// The shop of an `order_ref` (`platform:shop:tid`), when it has that form.
+pub fn shop_of(order_ref: Option<&str>) -> Option<String> {
+    let mut parts = order_ref?.splitn(3, ':');
+    let (platform, shop, _tid) = (parts.next()?, parts.next()?, parts.next()?);
+    (!platform.is_empty() && !shop.is_empty()).then(|| shop.to_string())
+}
+
+/// Several providers behind one [`TraceProvider`], asked in the order the routes give.
+pub struct Failover<P> {
+    members: Vec<P>,
+    routes: ProviderRoutes,
+    cooldown: Mutex<HashMap<&'static str, DateTime<Utc>>>,
+}
+
+impl<P: TraceProvider> Failover<P> {
+    pub fn new(members: Vec<P>, routes: ProviderRoutes) -> Self {
+        Failover {
+            members,
+            routes,
+            cooldown: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn routes(&self) -> &ProviderRoutes {
+        &self.routes
+    }
+
+    /// The configured members' names.
+    pub fn members(&self) -> Vec<&'static str> {
+        self.members.iter().map(|m| m.name()).collect()
+    }
+
+    fn member(&self, name: &str) -> Option<&P> {
+        self.members.iter().find(|m| m.name() == name)
+    }
+
+    fn cooling_until(&self, name: &str) -> Option<DateTime<Utc>> {
+        self.cooldown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    fn cool_down(&self, name: &'static str, until: DateTime<Utc>) {
+        self.cooldown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, until);
+    }
+}
+
+/// Why a provider in the chain was not (successfully) used.
+fn skip_reason<P: TraceProvider>(
+    f: &Failover<P>,
+    name: &str,
+    ctx: &RouteContext,
+) -> Option<(String, Option<DateTime<Utc>>)> {
+    if f.member(name).is_none() {
+        return Some((format!("{name} is not configured"), None));
+    }
+    if let Some(until) = f.cooling_until(name).filter(|u| *u > ctx.now) {
+        return Some((
+            format!("{name} asked us to wait until {until}"),
+            Some(until),
+        ));
+    }
+    if let (Some(floor), Some(last), Some(at)) = (
+        provider_requery_floor(name),
+        ctx.last_provider.as_deref(),
+        ctx.last_checked,
+    ) {
+        if last == name && at + floor > ctx.now {
+            return Some((
+                format!(
+                    "{name} allows one query per waybill per {} min",
+                    floor.num_minutes()
+                ),
+                Some(at + floor),
+            ));
+        }
+    }
+    None
+}
+
+impl<P: TraceProvider> TraceProvider for Failover<P> {
+    fn name(&self) -> &'static str {
+        self.members.first().map_or("none", |m| m.name())
+    }
+
+    async fn query(&self, q: &TraceQuery) -> Result<TraceSnapshot, ProviderError> {
+        let ctx = RouteContext {
+            now: Utc::now(),
+            ..RouteContext::default()
+        };
+        self.query_routed(q, &ctx).await.map(|a| a.snapshot)
+    }
+
+    async fn query_routed(
+        &self,
+        q: &TraceQuery,
+        ctx: &RouteContext,
+    ) -> Result<Answer, ProviderError> {
+        let chain = self.routes.chain(&q.id.carrier, ctx);
+        let mut failed: Option<(String, String)> = None;
+        let mut last_error: Option<ProviderError> = None;
+        let mut skipped: Vec<String> = Vec::new();
+        let mut earliest_retry: Option<DateTime<Utc>> = None;
+        let mut any_retryable = false;
+        for name in &chain {
+            if let Some((why, until)) = skip_reason(self, name, ctx) {
+                tracing::debug!(provider = %name, reason = %why, "provider skipped");
+                skipped.push(why);
+                if let Some(u) = until {
+                    earliest_retry = Some(earliest_retry.map_or(u, |e| e.min(u)));
+                }
+                continue;
+            }
+            let Some(p) = self.member(name) else { continue };
+            if let Some((from, why)) = &failed {
+                tracing::warn!(from = %from, to = %name, reason = %why, shipment = %q.id,
+                    "provider failover");
+                crate::metrics::count("ProviderFailover", &[("From", from), ("To", name)]);
+            }
+            match p.query(q).await {
+                Ok(snapshot) => {
+                    return Ok(Answer {
+                        provider: p.name(),
+                        snapshot,
+                    })
+                }
+                Err(e) => {
+                    any_retryable |= e.is_retryable();
+                    if let ProviderError::Retryable {
+                        retry_after: Some(wait),
+                        ..
+                    } = &e
+                    {
+                        let wait = Duration::from_std(*wait)
+                            .unwrap_or(MAX_COOLDOWN)
+                            .min(MAX_COOLDOWN);
+                        self.cool_down(p.name(), ctx.now + wait);
+                        earliest_retry =
+                            Some(earliest_retry.map_or(ctx.now + wait, |x| x.min(ctx.now + wait)));
+                    }
+                    crate::metrics::count("ProviderError", &[("Provider", p.name())]);
+                    failed = Some((p.name().to_string(), e.to_string()));
+                    last_error = Some(e);
+                }
+            }
+        }
+        match last_error {
+            // Every provider asked failed for good: the last one's reason (the DLQ keeps it).
+            Some(e @ ProviderError::Permanent { .. })
+                if !any_retryable && earliest_retry.is_none() =>
+            {
+                Err(e)
+            }
+            // Someone may answer later: retry, after the earliest known wait if there is one.
+            Some(e) => {
+                let provider = match &e {
+                    ProviderError::Retryable { provider, .. }
+                    | ProviderError::Permanent { provider, .. } => *provider,
+                };
+                Err(ProviderError::Retryable {
+                    provider,
+                    reason: match &failed {
+                        Some((from, why)) if chain.len() > 1 => {
+                            format!("every provider failed, last {from}: {why}")
+                        }
+                        _ => e.to_string(),
+                    },
+                    retry_after: earliest_retry.and_then(|t| (t - ctx.now).to_std().ok()),
+                })
+            }
+            // Nobody was asked: all skipped (cooling down, re-query floor, not configured).
+            None => Err(ProviderError::Retryable {
+                provider: "failover",
+                reason: format!(
+                    "no provider available for {}: {}",
+                    q.id,
+                    if skipped.is_empty() {
+                        "none configured".to_string()
+                    } else {
+                        skipped.join("; ")
+                    }
+                ),
+                retry_after: earliest_retry.and_then(|t| (t - ctx.now).to_std().ok()),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ShipmentId, Status, SubStatus};
+    use chrono::TimeZone;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap()
+    }
+
+    /// A provider that answers from a script: `Ok`, retryable (with an optional wait) or permanent.
+    struct Scripted {
+        name: &'static str,
+        answer: Result<(), (bool, Option<u64>)>,
+        calls: AtomicUsize,
+    }
+
+    impl Scripted {
+        fn new(name: &'static str, answer: Result<(), (bool, Option<u64>)>) -> Self {
+            Scripted {
+                name,
+                answer,
+                calls: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    impl TraceProvider for Scripted {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        async fn query(&self, _q: &TraceQuery) -> Result<TraceSnapshot, ProviderError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            match self.answer {
+                Ok(()) => Ok(TraceSnapshot {
+                    status: Status::InTransit,
+                    sub_status: Some(SubStatus::new(self.name, "2")),
+                    events: vec![],
+                }),
+                Err((true, wait)) => Err(ProviderError::Retryable {
+                    provider: self.name,
+                    reason: "busy".into(),
+                    retry_after: wait.map(std::time::Duration::from_secs),
+                }),
+                Err((false, _)) => Err(ProviderError::Permanent {
+                    provider: self.name,
+                    reason: "no such waybill".into(),
+                }),
+            }
+        }
+    }
+
+    fn q(carrier: &str) -> TraceQuery {
+        TraceQuery {
+            id: ShipmentId::parse(carrier, "SF1234567890123").unwrap(),
+            phone: None,
+            order_ref: None,
+        }
+    }
+
+    fn ctx() -> RouteContext {
+        RouteContext {
+            preferred: "kdniao".into(),
+            now: now(),
+            ..RouteContext::default()
+        }
+    }
+
+    #[test]
+    fn routes_parse_and_pick_shop_then_carrier_then_default() {
+        let r = ProviderRoutes::parse(
+            "default=kdniao,kuaidi100; carrier:sf=kuaidi100,kdniao; shop:tmall-flagship=taobao,kdniao",
+        )
+        .unwrap();
+        let sf = Carrier::parse("SF").unwrap();
+        let yto = Carrier::parse("YTO").unwrap();
+        assert_eq!(r.chain(&yto, &ctx()), ["kdniao", "kuaidi100"]);
+        assert_eq!(r.chain(&sf, &ctx()), ["kuaidi100", "kdniao"]);
+        let shop = RouteContext {
+            shop: Some("tmall-flagship".into()),
+            ..ctx()
+        };
+        assert_eq!(r.chain(&sf, &shop), ["taobao", "kdniao"]);
+        // The routes lead; the shipment's own provider is the last resort.
+        let k100 = RouteContext {
+            preferred: "taobao".into(),
+            ..ctx()
+        };
+        assert_eq!(r.chain(&yto, &k100), ["kdniao", "kuaidi100", "taobao"]);
+        assert_eq!(ProviderRoutes::default().chain(&yto, &k100), ["taobao"]);
+    }
+
+    #[test]
+    fn bad_routes_are_refused_with_the_reason() {
+        for (spec, needle) in [
+            ("default=kdniao,aftership", "unknown provider `aftership`"),
+            ("carrier:SF=", "names no provider"),
+            ("region:east=kdniao", "key must be"),
+            ("kdniao", "is not `<key>=<providers>`"),
+        ] {
+            let e = ProviderRoutes::parse(spec).unwrap_err();
+            assert!(e.contains(needle), "{spec}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_shop_comes_from_the_order_ref() {
+        assert_eq!(
+            shop_of(Some("top:tmall-flagship:123")).as_deref(),
+            Some("tmall-flagship")
+        );
+        assert_eq!(shop_of(Some("WMS-42")), None);
+        assert_eq!(shop_of(None), None);
+    }
+
+    #[tokio::test]
+    async fn a_failing_provider_hands_over_to_the_next_and_the_switch_is_counted() {
+        // taobao -> kuaidi100: a pair no other test here switches between (the counter is global).
+        let f = Failover::new(
+            vec![
+                Scripted::new("taobao", Err((true, None))),
+                Scripted::new("kuaidi100", Ok(())),
+            ],
+            ProviderRoutes::parse("default=taobao,kuaidi100").unwrap(),
+        );
+        let dims = [("From", "taobao"), ("To", "kuaidi100")];
+        let before = crate::metrics::count_of("ProviderFailover", &dims);
+        let a = f.query_routed(&q("YTO"), &ctx()).await.unwrap();
+        assert_eq!(a.provider, "kuaidi100");
+        assert_eq!(
+            crate::metrics::count_of("ProviderFailover", &dims),
+            before + 1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_throttled_provider_is_skipped_until_its_wait_is_over() {
+        let f = Failover::new(
+            vec![
+                Scripted::new("kdniao", Err((true, Some(3600)))),
+                Scripted::new("kuaidi100", Ok(())),
+            ],
+            ProviderRoutes::parse("default=kdniao,kuaidi100").unwrap(),
+        );
+        f.query_routed(&q("YTO"), &ctx()).await.unwrap();
+        f.query_routed(&q("YTO"), &ctx()).await.unwrap();
+        assert_eq!(
+            f.members[0].calls.load(Ordering::SeqCst),
+            1,
+            "asked once, then skipped"
+        );
+        let later = RouteContext {
+            now: now() + Duration::hours(2),
+            ..ctx()
+        };
+        f.query_routed(&q("YTO"), &later).await.unwrap();
+        assert_eq!(
+            f.members[0].calls.load(Ordering::SeqCst),
+            2,
+            "asked again after the ban"
+        );
+    }
+
+    #[tokio::test]
+    async fn kuaidi100_is_not_asked_twice_within_thirty_minutes() {
+        let f = Failover::new(
+            vec![
+                Scripted::new("kuaidi100", Ok(())),
+                Scripted::new("kdniao", Ok(())),
+            ],
+            ProviderRoutes::parse("default=kuaidi100,kdniao").unwrap(),
+        );
+        let recent = RouteContext {
+            preferred: "kuaidi100".into(),
+            last_provider: Some("kuaidi100".into()),
+            last_checked: Some(now() - Duration::minutes(10)),
+            ..ctx()
+        };
+        assert_eq!(
+            f.query_routed(&q("YTO"), &recent).await.unwrap().provider,
+            "kdniao"
+        );
+        let alone = Failover::new(
+            vec![Scripted::new("kuaidi100", Ok(()))],
+            ProviderRoutes::parse("default=kuaidi100").unwrap(),
+        );
+        match alone.query_routed(&q("YTO"), &recent).await {
+            Err(ProviderError::Retryable {
+                retry_after,
+                reason,
+                ..
+            }) => {
+                assert_eq!(retry_after, Some(std::time::Duration::from_secs(20 * 60)));
+                assert!(reason.contains("30 min"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(alone.members[0].calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn all_permanent_is_permanent_and_any_retryable_is_retryable() {
+        let f = Failover::new(
+            vec![
+                Scripted::new("kdniao", Err((false, None))),
+                Scripted::new("kuaidi100", Err((false, None))),
+            ],
+            ProviderRoutes::parse("default=kdniao,kuaidi100").unwrap(),
+        );
+        assert!(!f
+            .query_routed(&q("YTO"), &ctx())
+            .await
+            .unwrap_err()
+            .is_retryable());
+        let g = Failover::new(
+            vec![
+                Scripted::new("kdniao", Err((true, None))),
+                Scripted::new("kuaidi100", Err((false, None))),
+            ],
+            ProviderRoutes::parse("default=kdniao,kuaidi100").unwrap(),
+        );
+        // kdniao may answer later: the check is retried rather than dead-lettered.
+        assert!(g
+            .query_routed(&q("YTO"), &ctx())
+            .await
+            .unwrap_err()
+            .is_retryable());
+    }
+}
