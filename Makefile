@@ -42,8 +42,9 @@ template: setup ## check template.yaml offline
 fmt: ## format the code
 	cargo fmt --all
 
-demo: setup ## the whole product on the local stack: N shipments (default 200) over at most DAYS simulated days
-	cargo run --quiet -p parcelwatch-local --bin demo -- --shipments $(N) --days $(DAYS) --seed $(SEED)
+demo: setup ## the whole product on the local stack: N shipments (default 200) over at most DAYS simulated days; ROUTES=, PUSH=1, KDNIAO_FAILS_AFTER=hours
+	cargo run --quiet -p parcelwatch-local --bin demo -- --shipments $(N) --days $(DAYS) --seed $(SEED) \
+	  $(if $(ROUTES),--routes '$(ROUTES)') $(if $(PUSH),--push) $(if $(KDNIAO_FAILS_AFTER),--kdniao-fails-after-hours $(KDNIAO_FAILS_AFTER))
 
 stack: setup ## start moto + resources + carrier sandbox and print the env for cargo lambda
 	cargo run --quiet -p parcelwatch-local --bin stack

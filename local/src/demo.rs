@@ -13,6 +13,12 @@ pub struct DemoArgs {
     pub days: i64,
     pub seed: u64,
     pub tick_minutes: i64,
+    /// `PROVIDER_ROUTES` for the tracker (e.g. `default=kuaidi100`); `None`: Kdniao alone.
+    pub routes: Option<String>,
+    /// Push mode: shipments subscribed with Kdniao, updated by its pushes.
+    pub push: bool,
+    /// Kdniao's daily quota runs out this many simulated hours in (a provider failing mid-run).
+    pub kdniao_fails_after_hours: Option<i64>,
 }
 
 impl DemoArgs {
@@ -22,9 +28,16 @@ impl DemoArgs {
             days: 6,
             seed: 7,
             tick_minutes: 10,
+            routes: None,
+            push: false,
+            kdniao_fails_after_hours: None,
         };
         let mut it = args;
         while let Some(flag) = it.next() {
+            if flag == "--push" {
+                a.push = true;
+                continue;
+            }
             let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
             let bad = |e: std::num::ParseIntError| format!("{flag} {value}: {e}");
             match flag.as_str() {
@@ -32,6 +45,14 @@ impl DemoArgs {
                 "--days" => a.days = value.parse().map_err(bad)?,
                 "--seed" => a.seed = value.parse().map_err(bad)?,
                 "--tick-minutes" => a.tick_minutes = value.parse().map_err(bad)?,
+                "--routes" => {
+                    parcelwatch::providers::failover::ProviderRoutes::parse(&value)
+                        .map_err(|e| format!("--routes: {e}"))?;
+                    a.routes = Some(value).filter(|v| !v.is_empty());
+                }
+                "--kdniao-fails-after-hours" => {
+                    a.kdniao_fails_after_hours = Some(value.parse().map_err(bad)?)
+                }
                 other => return Err(format!("unknown flag {other}")),
             }
         }
@@ -49,19 +70,32 @@ pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
     }
     let wall = Instant::now();
     eprintln!("starting the local stack (moto + template.yaml resources + carrier sandbox)…");
+    // moto answers a due-index Query by scanning the whole table, so locally each shard
+    // costs a table scan per tick: one shard keeps the demo about moto's speed, not ours.
+    // (The integration test runs two shards; AWS runs DUE_SHARDS=16 from template.yaml.)
+    let mut env = vec![
+        ("SCHEDULER_MAX_ENQUEUE".to_string(), "400".to_string()),
+        ("DUE_SHARDS".to_string(), "1".to_string()),
+    ];
+    if let Some(routes) = &args.routes {
+        env.push(("PROVIDER_ROUTES".into(), routes.clone()));
+    }
     let mut p = Pipeline::start(PipelineOptions {
         seed: args.seed,
         tick: Duration::minutes(args.tick_minutes),
-        // moto answers a due-index Query by scanning the whole table, so locally each shard
-        // costs a table scan per tick: one shard keeps the demo about moto's speed, not ours.
-        // (The integration test runs two shards; AWS runs DUE_SHARDS=16 from template.yaml.)
-        env: vec![
-            ("SCHEDULER_MAX_ENQUEUE".into(), "400".into()),
-            ("DUE_SHARDS".into(), "1".into()),
-        ],
+        env,
+        push_mode: args.push,
         ..PipelineOptions::default()
     })
     .await?;
+    eprintln!(
+        "providers: {} | push mode: {}{}",
+        args.routes.as_deref().unwrap_or("kdniao (default)"),
+        if args.push { "on" } else { "off" },
+        args.kdniao_fails_after_hours
+            .map(|h| format!(" | Kdniao's quota runs out after {h} h"))
+            .unwrap_or_default()
+    );
     eprintln!(
         "moto at {} | table {} | sandbox at {}",
         p.stack.endpoint,
@@ -78,8 +112,18 @@ pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
         args.tick_minutes
     );
     let end = p.now() + Duration::days(args.days);
+    let fail_at = args
+        .kdniao_fails_after_hours
+        .map(|h| p.now() + Duration::hours(h));
     let mut last_print = p.now();
     while p.now() < end {
+        if fail_at.is_some_and(|t| p.now() >= t) && p.sandbox.stats().quota_refused == 0 {
+            p.sandbox.set_kdniao_quota_exhausted(true);
+            eprintln!(
+                "\n[{}] Kdniao's daily quota is spent",
+                p.now().format("%m-%d %H:%M")
+            );
+        }
         p.tick().await?;
         if p.now() - last_print >= Duration::hours(6) {
             last_print = p.now();

@@ -183,6 +183,7 @@ impl Pipeline {
                 .into_iter()
                 .collect();
             env.insert("API_KEYS".into(), api_key.clone());
+            env.insert("KDNIAO_ENDPOINT".into(), sandbox.kdniao_endpoint());
             env.insert("KDNIAO_EBUSINESS_ID".into(), sandbox.ebusiness_id().into());
             env.insert("KDNIAO_APP_KEY".into(), sandbox.app_key().into());
             env.insert("KUAIDI100_SALT".into(), LOCAL_KUAIDI100_SALT.into());

@@ -17,6 +17,13 @@ pub struct DemoReport {
     pub sms_unaccounted: usize,
     pub sms_total: usize,
     pub provider_calls: u64,
+    /// Trace queries per provider (sandbox counts): Kdniao, Kuaidi100, Taobao TOP.
+    pub calls_by_provider: [(&'static str, u64); 3],
+    /// Kdniao subscriptions and pushes delivered (push mode).
+    pub subscriptions: usize,
+    pub pushes: u64,
+    /// Provider switches (the `ProviderFailover` metric of this process).
+    pub failovers: u64,
     pub delivered: usize,
     pub dlq: usize,
     pub notify_failures: usize,
@@ -29,9 +36,20 @@ impl DemoReport {
         let shipments = p.shipments().await?;
         let sms = p.sent_sms().await?;
         let now = p.now();
+        let kdniao = p.sandbox.stats().total_requests();
+        let kuaidi100 = p.sandbox.kuaidi100_stats().requests;
+        let taobao = p.sandbox.top_trace_requests().0;
         let mut r = DemoReport {
             shipments: shipments.len(),
-            provider_calls: p.sandbox.stats().total_requests(),
+            provider_calls: kdniao + kuaidi100 + taobao,
+            calls_by_provider: [
+                ("kdniao", kdniao),
+                ("kuaidi100", kuaidi100),
+                ("taobao", taobao),
+            ],
+            subscriptions: p.sandbox.subscriptions().len(),
+            pushes: p.totals.pushes_acked,
+            failovers: parcelwatch::metrics::total_of("ProviderFailover"),
             dlq: p.peek_queue(&p.stack.tracking_dlq_url).await?.len(),
             notify_failures: p.peek_queue(&p.stack.notify_failure_queue_url).await?.len(),
             sms_total: sms.len(),
@@ -97,11 +115,26 @@ impl DemoReport {
         } else {
             0.0
         };
+        let by: Vec<String> = self
+            .calls_by_provider
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
         let _ = writeln!(
             out,
-            "provider calls (sandbox count): {}  ({per:.1} per delivered parcel)",
-            self.provider_calls
+            "provider calls (sandbox count): {}  ({per:.1} per delivered parcel; {})  failovers: {}",
+            self.provider_calls,
+            by.join(", "),
+            self.failovers
         );
+        if self.subscriptions > 0 {
+            let _ = writeln!(
+                out,
+                "push mode: {} subscriptions, {} pushes acknowledged",
+                self.subscriptions, self.pushes
+            );
+        }
         let _ = writeln!(
             out,
             "tracking DLQ: {}   notifier on-failure queue: {}   final status != simulator truth: {}   SMS without a ledger entry: {}",

@@ -44,10 +44,21 @@ pub fn emf_line(name: &str, dims: &[(&str, &str)], value: u64, timestamp_ms: i64
     serde_json::Value::Object(doc).to_string()
 }
 
-/// Count one event: printed as EMF (a metric in CloudWatch) and kept for [`count_of`].
+/// Inside Lambda (or `cargo lambda watch`, which sets the same variable) EMF lines go to stdout,
+/// where CloudWatch Logs picks them up; elsewhere (the in-process local runner, tests) they would
+/// only clutter the output, so they are just counted.
+fn in_lambda() -> bool {
+    static IN_LAMBDA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IN_LAMBDA.get_or_init(|| std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some())
+}
+
+/// Count one event: printed as EMF (a metric in CloudWatch) when running in Lambda, and kept
+/// for [`count_of`].
 pub fn count(name: &str, dims: &[(&str, &str)]) {
-    let line = emf_line(name, dims, 1, chrono::Utc::now().timestamp_millis());
-    println!("{line}");
+    if in_lambda() {
+        let line = emf_line(name, dims, 1, chrono::Utc::now().timestamp_millis());
+        println!("{line}");
+    }
     let mut c = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
     *c.entry(key(name, dims)).or_default() += 1;
 }

@@ -11,6 +11,7 @@
 //! refused push writes nothing.
 
 use crate::config::ApiConfig;
+use crate::recognition::{resolve_items, NoRecognizer, RECOGNITION_BUDGET};
 use crate::register::{parse_registration, Item, NewShipment, Registration};
 use crate::view::shipment_view;
 use aws_lambda_events::encodings::Body;
@@ -21,6 +22,7 @@ use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
 use parcelwatch::domain::{Locale, Shipment, ShipmentId};
 use parcelwatch::providers::push::{PushBatch, PushError};
+use parcelwatch::providers::recognize::Recognizer;
 use parcelwatch::providers::{kdniao_push, kuaidi100};
 use parcelwatch::store::{ShipmentStore, StoreError};
 use parcelwatch::tracking::{apply_snapshot, Applied, Source};
@@ -34,17 +36,41 @@ pub const MAX_TRACE_LIMIT: usize = 500;
 /// Registrations written at once in a bulk request.
 const REGISTER_CONCURRENCY: usize = 16;
 
-/// The api function: its store and settings.
-pub struct Api<S> {
+/// The api function: its store, settings, and the provider recognition asked about numbers
+/// the rules cannot place (none: such items are refused with "carrier required").
+pub struct Api<S, R = NoRecognizer> {
     pub store: S,
     pub cfg: ApiConfig,
+    pub recognizer: Option<R>,
+}
+
+impl<S> Api<S> {
+    /// An api without carrier recognition.
+    pub fn new(store: S, cfg: ApiConfig) -> Self {
+        Api {
+            store,
+            cfg,
+            recognizer: None,
+        }
+    }
+}
+
+impl<S, R> Api<S, R> {
+    /// The same api, asking `recognizer` (when `Some`) about numbers the rules cannot place.
+    pub fn with_recognizer<R2: Recognizer>(self, recognizer: Option<R2>) -> Api<S, R2> {
+        Api {
+            store: self.store,
+            cfg: self.cfg,
+            recognizer,
+        }
+    }
 }
 
 type Response = ApiGatewayV2httpResponse;
 
 /// Answer one request. Never fails: every problem is an HTTP status with a reason.
-pub async fn handle<S: ShipmentStore>(
-    api: &Api<S>,
+pub async fn handle<S: ShipmentStore, R: Recognizer>(
+    api: &Api<S, R>,
     req: ApiGatewayV2httpRequest,
     now: DateTime<Utc>,
 ) -> Response {
@@ -91,8 +117,8 @@ fn request_path(req: &ApiGatewayV2httpRequest) -> String {
     }
 }
 
-async fn route<S: ShipmentStore>(
-    api: &Api<S>,
+async fn route<S: ShipmentStore, R: Recognizer>(
+    api: &Api<S, R>,
     req: &ApiGatewayV2httpRequest,
     method: &Method,
     path: &str,
@@ -309,8 +335,8 @@ impl Registered {
     }
 }
 
-async fn create<S: ShipmentStore>(
-    api: &Api<S>,
+async fn create<S: ShipmentStore, R: Recognizer>(
+    api: &Api<S, R>,
     new: &NewShipment,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
@@ -323,13 +349,14 @@ async fn create<S: ShipmentStore>(
         now,
     );
     let created = api.store.create(&shipment).await?;
-    tracing::info!(shipment = %new.id, created, carrier_detected = new.carrier_detected,
+    tracing::info!(shipment = %new.id, created, carrier_detected = new.carrier_detected(),
+        detected_by = new.carrier_source.detected_by().unwrap_or(""),
         has_phone = new.recipient.phone.is_some(), "registration");
     Ok(created)
 }
 
-async fn register_item<S: ShipmentStore>(
-    api: &Api<S>,
+async fn register_item<S: ShipmentStore, R: Recognizer>(
+    api: &Api<S, R>,
     item: &Item,
     now: DateTime<Utc>,
 ) -> Registered {
@@ -344,13 +371,13 @@ async fn register_item<S: ShipmentStore>(
 }
 
 fn item_json(index: Option<usize>, item: &Item, outcome: &Registered) -> Value {
-    let (carrier, number, detected) = match item {
+    let (carrier, number, detected_by) = match item {
         Ok(new) => (
             Some(new.id.carrier.to_string()),
             Some(new.id.number.to_string()),
-            new.carrier_detected,
+            new.carrier_source.detected_by(),
         ),
-        Err(e) => (e.carrier.clone(), e.number.clone(), false),
+        Err(e) => (e.carrier.clone(), e.number.clone(), None),
     };
     let mut v = json!({
         "carrier": carrier,
@@ -361,8 +388,9 @@ fn item_json(index: Option<usize>, item: &Item, outcome: &Registered) -> Value {
         if let Some(i) = index {
             obj.insert("index".into(), json!(i));
         }
-        if detected {
+        if let Some(by) = detected_by {
             obj.insert("carrier_detected".into(), json!(true));
+            obj.insert("detected_by".into(), json!(by));
         }
         match outcome {
             Registered::Invalid(reason) => {
@@ -380,19 +408,44 @@ fn item_json(index: Option<usize>, item: &Item, outcome: &Registered) -> Value {
     v
 }
 
-async fn register<S: ShipmentStore>(api: &Api<S>, body: &str, now: DateTime<Utc>) -> Response {
+async fn register<S: ShipmentStore, R: Recognizer>(
+    api: &Api<S, R>,
+    body: &str,
+    now: DateTime<Utc>,
+) -> Response {
     let registration = match parse_registration(body, api.cfg.max_bulk) {
         Ok(r) => r,
         Err(e) => return error(e.http_status(), &e.to_string()),
     };
+    // Carriers the rules cannot place are asked of the provider first, within the request's
+    // recognition budget; a miss refuses that item only.
+    let resolve = |items| {
+        resolve_items(
+            api.recognizer.as_ref(),
+            api.cfg.max_recognitions,
+            RECOGNITION_BUDGET,
+            items,
+        )
+    };
     match registration {
-        Registration::Single(item) => match register_item(api, &item, now).await {
-            Registered::Invalid(reason) => error(400, &reason),
-            Registered::Failed(e) => store_failure(&e),
-            outcome @ Registered::Created => json_response(201, &item_json(None, &item, &outcome)),
-            outcome @ Registered::Exists => json_response(200, &item_json(None, &item, &outcome)),
-        },
+        Registration::Single(item) => {
+            let Some(item) = resolve(vec![item]).await.pop() else {
+                // One item in, one out: unreachable, but never a panic.
+                return error(500, "internal error");
+            };
+            match register_item(api, &item, now).await {
+                Registered::Invalid(reason) => error(400, &reason),
+                Registered::Failed(e) => store_failure(&e),
+                outcome @ Registered::Created => {
+                    json_response(201, &item_json(None, &item, &outcome))
+                }
+                outcome @ Registered::Exists => {
+                    json_response(200, &item_json(None, &item, &outcome))
+                }
+            }
+        }
         Registration::Bulk(items) => {
+            let items = resolve(items).await;
             // Owned items: a closure over `&Item` makes the future's `Send` bound
             // higher-ranked, which the compiler cannot prove for callers that spawn it.
             let outcomes: Vec<Registered> = stream::iter(items.clone())
@@ -433,8 +486,8 @@ async fn register<S: ShipmentStore>(api: &Api<S>, body: &str, now: DateTime<Utc>
 // GET /shipments/{carrier}/{number}
 // ---------------------------------------------------------------------------------------------
 
-async fn get_shipment<S: ShipmentStore>(
-    api: &Api<S>,
+async fn get_shipment<S: ShipmentStore, R: Recognizer>(
+    api: &Api<S, R>,
     req: &ApiGatewayV2httpRequest,
     carrier: &str,
     number: &str,
@@ -560,8 +613,8 @@ pub async fn apply_push<S: ShipmentStore>(
 
 const PUSH_STORE_DOWN: &str = "store temporarily unavailable; retry later";
 
-async fn push_kdniao<S: ShipmentStore>(
-    api: &Api<S>,
+async fn push_kdniao<S: ShipmentStore, R: Recognizer>(
+    api: &Api<S, R>,
     req: &ApiGatewayV2httpRequest,
     now: DateTime<Utc>,
 ) -> Response {
@@ -602,8 +655,8 @@ fn kuaidi100_error(status: u16, reason: &str) -> Response {
     )
 }
 
-async fn push_kuaidi100<S: ShipmentStore>(
-    api: &Api<S>,
+async fn push_kuaidi100<S: ShipmentStore, R: Recognizer>(
+    api: &Api<S, R>,
     req: &ApiGatewayV2httpRequest,
     now: DateTime<Utc>,
 ) -> Response {
@@ -645,9 +698,12 @@ mod tests {
     use crate::config::KdniaoPushAuth;
     use chrono::TimeZone;
     use parcelwatch::config::Secret;
-    use parcelwatch::domain::{EventKey, Priority, Recipient, Status, SubStatus, TraceEvent};
+    use parcelwatch::domain::{
+        Carrier, EventKey, Priority, Recipient, Status, SubStatus, TraceEvent, TrackingNumber,
+    };
     use parcelwatch::providers::kdniao::{data_sign, KdniaoResponse};
     use parcelwatch::providers::push::form_encode;
+    use parcelwatch::providers::ProviderError;
     use parcelwatch::store::MemoryStore;
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
@@ -689,14 +745,13 @@ mod tests {
             kuaidi100_salt: Some(Secret::new(SALT)),
             max_bulk: 500,
             max_body_bytes: 1024 * 1024,
+            recognition: None,
+            max_recognitions: 50,
         }
     }
 
     fn api() -> Api<MemoryStore> {
-        Api {
-            store: MemoryStore::new(4),
-            cfg: cfg(),
-        }
+        Api::new(MemoryStore::new(4), cfg())
     }
 
     fn yto() -> ShipmentId {
@@ -705,6 +760,11 @@ mod tests {
 
     fn zto() -> ShipmentId {
         ShipmentId::parse("ZTO", "780000000000003").unwrap()
+    }
+
+    /// An STO-shaped ZTO waybill: the rules cannot tell.
+    fn zto_773() -> ShipmentId {
+        ShipmentId::parse("ZTO", "773000000000001").unwrap()
     }
 
     /// `api` with the YTO and ZTO parcels of the push events registered.
@@ -757,7 +817,10 @@ mod tests {
         }
     }
 
-    async fn call<S: ShipmentStore>(api: &Api<S>, e: ApiGatewayV2httpRequest) -> Response {
+    async fn call<S: ShipmentStore, R: Recognizer>(
+        api: &Api<S, R>,
+        e: ApiGatewayV2httpRequest,
+    ) -> Response {
         handle(api, e, now()).await
     }
 
@@ -977,6 +1040,199 @@ mod tests {
             body(&r),
             json!({"error":"request body is not valid base64"})
         );
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Carrier recognition
+    // -----------------------------------------------------------------------------------------
+
+    /// A provider's recognition that records every number it is asked about.
+    struct FakeRecognizer {
+        asked: Mutex<Vec<String>>,
+        answer: fn(&TrackingNumber) -> Result<Vec<Carrier>, ProviderError>,
+    }
+
+    impl Recognizer for FakeRecognizer {
+        fn name(&self) -> &'static str {
+            "kdniao"
+        }
+        async fn recognize(&self, n: &TrackingNumber) -> Result<Vec<Carrier>, ProviderError> {
+            self.asked.lock().unwrap().push(n.to_string());
+            (self.answer)(n)
+        }
+    }
+
+    fn says_zto(_: &TrackingNumber) -> Result<Vec<Carrier>, ProviderError> {
+        Ok(vec![
+            Carrier::parse("ZTO").unwrap(),
+            Carrier::parse("STO").unwrap(),
+        ])
+    }
+
+    fn quota_exceeded(_: &TrackingNumber) -> Result<Vec<Carrier>, ProviderError> {
+        Err(ProviderError::Retryable {
+            provider: "kdniao",
+            reason: "2002 quota: 今日查询次数超过上限".into(),
+            retry_after: None,
+        })
+    }
+
+    fn recognizing(
+        answer: fn(&TrackingNumber) -> Result<Vec<Carrier>, ProviderError>,
+    ) -> Api<MemoryStore, FakeRecognizer> {
+        api().with_recognizer(Some(FakeRecognizer {
+            asked: Mutex::new(Vec::new()),
+            answer,
+        }))
+    }
+
+    fn asked(api: &Api<MemoryStore, FakeRecognizer>) -> Vec<String> {
+        api.recognizer
+            .as_ref()
+            .unwrap()
+            .asked
+            .lock()
+            .unwrap()
+            .clone()
+    }
+
+    #[tokio::test]
+    async fn numbers_the_rules_place_never_reach_the_recognizer() {
+        let api = recognizing(says_zto);
+        let body = r#"{"shipments":[{"number":"SF1234567890123"},{"number":"YT1000000000001"},
+            {"carrier":"STO","number":"773000000000001"}]}"#;
+        let v = self::body(&call(&api, with_body(REGISTER_BULK, body)).await);
+        assert_eq!(
+            v["counts"],
+            json!({"created":3,"exists":0,"invalid":0,"failed":0})
+        );
+        assert_eq!(v["results"][0]["carrier"], "SF");
+        assert_eq!(v["results"][0]["detected_by"], "rules");
+        assert_eq!(v["results"][0]["carrier_detected"], true);
+        assert_eq!(v["results"][1]["detected_by"], "rules");
+        // Given by the merchant: not detected, and the provider is not second-guessing it.
+        assert!(v["results"][2].get("detected_by").is_none(), "{v}");
+        assert!(v["results"][2].get("carrier_detected").is_none(), "{v}");
+        assert!(asked(&api).is_empty(), "{:?}", asked(&api));
+    }
+
+    #[tokio::test]
+    async fn an_ambiguous_all_digit_number_is_registered_with_the_recognized_carrier() {
+        let api = recognizing(says_zto);
+        let r = call(
+            &api,
+            with_body(
+                REGISTER_ONE,
+                r#"{"number":"773000000000001","priority":"high"}"#,
+            ),
+        )
+        .await;
+        assert_eq!(r.status_code, 201, "{}", text(&r));
+        assert_eq!(
+            body(&r),
+            json!({"carrier":"ZTO","number":"773000000000001","result":"created",
+                   "carrier_detected":true,"detected_by":"kdniao-2002"})
+        );
+        assert_eq!(asked(&api), ["773000000000001"]);
+        let stored = api.store.shipment(&zto_773()).unwrap();
+        assert_eq!(stored.priority, Priority::High);
+        assert_eq!(stored.status, Status::Pending);
+    }
+
+    #[tokio::test]
+    async fn a_failing_recognizer_refuses_its_items_and_the_others_still_register() {
+        let api = recognizing(quota_exceeded);
+        let r = call(&api, event(REGISTER_BULK)).await;
+        assert_eq!(r.status_code, 200, "{}", text(&r));
+        let v = body(&r);
+        assert_eq!(
+            v["counts"],
+            json!({"created":4,"exists":0,"invalid":2,"failed":0})
+        );
+        let item = &v["results"][3];
+        assert_eq!(item["number"], "773000000000001");
+        assert_eq!(item["result"], "invalid");
+        assert_eq!(item["carrier"], Value::Null);
+        assert_eq!(
+            item["error"],
+            "carrier required: the number's format is ambiguous and recognition failed: \
+             kdniao-2002 is unavailable; retry later or send the carrier"
+        );
+        assert!(
+            !text(&r).contains("上限"),
+            "no provider internals: {}",
+            text(&r)
+        );
+        assert_eq!(asked(&api), ["773000000000001"]);
+        assert_eq!(api.store.shipments.lock().unwrap().len(), 4);
+        assert!(api.store.shipment(&zto_773()).is_none());
+
+        // One item: a 400 with the same reason, nothing stored.
+        let r = call(
+            &api,
+            with_body(REGISTER_ONE, r#"{"number":"773000000000001"}"#),
+        )
+        .await;
+        assert_eq!(r.status_code, 400);
+        assert!(body(&r)["error"].as_str().unwrap().starts_with(
+            "carrier required: the number's format is ambiguous and recognition failed: "
+        ));
+        assert_eq!(api.store.shipments.lock().unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn recognitions_per_request_are_bounded() {
+        let mut api = recognizing(says_zto);
+        api.cfg.max_recognitions = 3;
+        // Six distinct unsure numbers, the first one twice (asked once), and one the rules place.
+        let mut items: Vec<Value> = (1..=6)
+            .map(|i| json!({ "number": format!("77300000000000{i}") }))
+            .collect();
+        items.insert(2, json!({"number":"773000000000001","order_ref":"again"}));
+        items.push(json!({"number":"SF1234567890123"}));
+        let r = call(
+            &api,
+            with_body(REGISTER_BULK, &json!({ "shipments": items }).to_string()),
+        )
+        .await;
+        assert_eq!(r.status_code, 200, "{}", text(&r));
+        let v = body(&r);
+        assert_eq!(
+            asked(&api),
+            ["773000000000001", "773000000000002", "773000000000003"]
+        );
+        let results: Vec<(&str, &str)> = v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["number"].as_str().unwrap(), r["result"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            results,
+            [
+                ("773000000000001", "created"),
+                ("773000000000002", "created"),
+                ("773000000000001", "exists"),
+                ("773000000000003", "created"),
+                ("773000000000004", "invalid"),
+                ("773000000000005", "invalid"),
+                ("773000000000006", "invalid"),
+                ("SF1234567890123", "created"),
+            ]
+        );
+        assert_eq!(
+            v["results"][4]["error"],
+            "carrier required: the number's format is ambiguous and this request already used \
+             its 3 carrier recognitions; send the carrier or register it in another request"
+        );
+        // The next request has its own budget.
+        let r = call(
+            &api,
+            with_body(REGISTER_ONE, r#"{"number":"773000000000004"}"#),
+        )
+        .await;
+        assert_eq!(r.status_code, 201, "{}", text(&r));
+        assert_eq!(asked(&api).len(), 4);
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1446,10 +1702,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_failure_is_a_503_that_asks_for_a_retry_without_internals() {
-        let api = Api {
-            store: DownStore,
-            cfg: cfg(),
-        };
+        let api = Api::new(DownStore, cfg());
         let r = call(&api, event(PUSH_KDNIAO)).await;
         assert_eq!(r.status_code, 503);
         let a = ack(&r);

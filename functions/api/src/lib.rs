@@ -4,28 +4,50 @@
 
 pub mod config;
 pub mod handler;
+pub mod recognition;
 pub mod register;
 pub mod view;
 
 pub use config::ApiConfig;
 pub use handler::{apply_push, handle, Api, PushSummary};
+pub use recognition::NoRecognizer;
 
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use lambda_runtime::{Error, LambdaEvent};
-use parcelwatch::config::{Config, ProcessEnv};
+use parcelwatch::config::{Config, KdniaoConfig, ProcessEnv};
+use parcelwatch::providers::recognize::KdniaoRecognizer;
 use parcelwatch::store::DynamoStore;
 
-pub type LiveApi = Api<DynamoStore>;
+pub type LiveApi = Api<DynamoStore, KdniaoRecognizer>;
 
 /// Build the api from configuration and an SDK config (clients once per cold start).
 pub fn build(sdk: &aws_config::SdkConfig, base: &Config, cfg: ApiConfig) -> LiveApi {
-    Api {
-        store: DynamoStore::new(
+    let recognizer = cfg.recognition.clone().and_then(kdniao_recognizer);
+    Api::new(
+        DynamoStore::new(
             aws_sdk_dynamodb::Client::new(sdk),
             &base.table_name,
             base.due_shards,
         ),
         cfg,
+    )
+    .with_recognizer(recognizer)
+}
+
+/// Kdniao 2002 over its own HTTP client. A client that cannot be built (no TLS backend) turns
+/// recognition off rather than the api: unsure numbers then ask for the carrier.
+pub fn kdniao_recognizer(cfg: KdniaoConfig) -> Option<KdniaoRecognizer> {
+    let http = reqwest::Client::builder()
+        .timeout(cfg.timeout)
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .pool_idle_timeout(std::time::Duration::from_secs(50))
+        .build();
+    match http {
+        Ok(http) => Some(KdniaoRecognizer::new(cfg, http)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the HTTP client; carrier recognition is off");
+            None
+        }
     }
 }
 

@@ -1,6 +1,10 @@
 //! Reading a registration body: one shipment (a JSON object) or many (`{"shipments":[…]}`).
 //! Pure: no store, no HTTP. Each item is validated on its own so that one bad line of a WMS
 //! back-fill does not sink the other 499.
+//!
+//! An item without a carrier whose number the rules cannot place confidently is not refused
+//! here: it is [`Parsed::CarrierUnsure`], for the handler to ask a provider about (see
+//! [`crate::recognition`]) or to refuse with [`CARRIER_REQUIRED`].
 
 use parcelwatch::domain::detect::detect_carrier;
 use parcelwatch::domain::{
@@ -19,16 +23,95 @@ pub const ITEM_FIELDS: [&str; 6] = [
 ];
 /// Longest merchant order reference kept.
 pub const ORDER_REF_MAX_CHARS: usize = 128;
+/// Why an item without a carrier is refused when nothing but the number rules could place it.
+pub const CARRIER_REQUIRED: &str = "carrier required: could not detect it from the number";
+
+/// How a registration's carrier was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CarrierSource {
+    /// The merchant named it.
+    Given,
+    /// The number rules were confident.
+    Rules,
+    /// A provider recognized the number (the rules were not): `kdniao-2002`, `kuaidi100-auto`.
+    Recognized(&'static str),
+}
+
+impl CarrierSource {
+    /// How the carrier was detected, for the answer: `rules`, `kdniao-2002`, …; `None` when
+    /// the merchant gave it.
+    pub fn detected_by(self) -> Option<&'static str> {
+        match self {
+            CarrierSource::Given => None,
+            CarrierSource::Rules => Some("rules"),
+            CarrierSource::Recognized(by) => Some(by),
+        }
+    }
+}
 
 /// A valid registration item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewShipment {
     pub id: ShipmentId,
-    /// The carrier was not given and was detected from the number.
-    pub carrier_detected: bool,
+    pub carrier_source: CarrierSource,
     pub priority: Priority,
     pub recipient: Recipient,
     pub order_ref: Option<String>,
+}
+
+impl NewShipment {
+    /// The carrier was not given and was detected (by the rules or a provider).
+    pub fn carrier_detected(&self) -> bool {
+        self.carrier_source != CarrierSource::Given
+    }
+}
+
+/// A valid item but for its carrier: none was given and the number rules are not confident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarrierUnsure {
+    pub number: TrackingNumber,
+    pub priority: Priority,
+    pub recipient: Recipient,
+    pub order_ref: Option<String>,
+}
+
+impl CarrierUnsure {
+    /// The shipment, once something found its carrier.
+    pub fn with_carrier(self, carrier: Carrier, source: CarrierSource) -> NewShipment {
+        NewShipment {
+            id: ShipmentId::new(carrier, self.number),
+            carrier_source: source,
+            priority: self.priority,
+            recipient: self.recipient,
+            order_ref: self.order_ref,
+        }
+    }
+
+    /// The item refused for `reason`, naming its number.
+    pub fn refuse(&self, reason: impl Into<String>) -> ItemError {
+        ItemError {
+            carrier: None,
+            number: Some(self.number.to_string()),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A valid item, with its carrier or still looking for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Ready(NewShipment),
+    CarrierUnsure(CarrierUnsure),
+}
+
+impl Parsed {
+    /// The item as it stands when no provider may be asked: an unsure carrier is refused.
+    pub fn without_recognition(self) -> Item {
+        match self {
+            Parsed::Ready(new) => Ok(new),
+            Parsed::CarrierUnsure(unsure) => Err(unsure.refuse(CARRIER_REQUIRED)),
+        }
+    }
 }
 
 /// An invalid item: why, and what it named (normalized when it parsed, as sent otherwise).
@@ -39,12 +122,15 @@ pub struct ItemError {
     pub reason: String,
 }
 
+/// An item ready to register, or why not.
 pub type Item = Result<NewShipment, ItemError>;
+/// An item as read from the body, its carrier possibly still unknown.
+pub type ParsedItem = Result<Parsed, ItemError>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registration {
-    Single(Item),
-    Bulk(Vec<Item>),
+    Single(ParsedItem),
+    Bulk(Vec<ParsedItem>),
 }
 
 /// The body as a whole cannot be read. Every variant is the client's fault.
@@ -123,7 +209,7 @@ fn text(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, String> 
     }
 }
 
-pub fn parse_item(obj: &Map<String, Value>) -> Item {
+pub fn parse_item(obj: &Map<String, Value>) -> ParsedItem {
     let raw_carrier = text(obj, "carrier").ok().flatten();
     let raw_number = text(obj, "number").ok().flatten();
     let fail = |carrier: Option<String>, number: Option<String>, reason: String| ItemError {
@@ -144,8 +230,10 @@ pub fn parse_item(obj: &Map<String, Value>) -> Item {
         Some(n) => TrackingNumber::parse(&n).map_err(|e| invalid(e.to_string()))?,
     };
     let invalid = |reason: String| fail(raw_carrier.clone(), Some(number.to_string()), reason);
-    let (carrier, carrier_detected) = match text(obj, "carrier").map_err(&invalid)? {
-        Some(c) => (
+    // `None`: no carrier given and the rules are unsure; the other fields are still checked
+    // (an item refused anyway must not cost a provider call).
+    let carrier: Option<(Carrier, CarrierSource)> = match text(obj, "carrier").map_err(&invalid)? {
+        Some(c) => Some((
             Carrier::parse(&c)
                 .map_err(|e| invalid(e.to_string()))
                 .and_then(|c| {
@@ -158,19 +246,20 @@ pub fn parse_item(obj: &Map<String, Value>) -> Item {
                         )))
                     }
                 })?,
-            false,
-        ),
-        None => match detect_carrier(&number).into_iter().next() {
-            Some(c) => (c, true),
-            None => {
-                return Err(invalid(
-                    "carrier required: could not detect it from the number".into(),
-                ))
-            }
-        },
+            CarrierSource::Given,
+        )),
+        None => detect_carrier(&number)
+            .into_iter()
+            .next()
+            .map(|c| (c, CarrierSource::Rules)),
     };
-    let invalid =
-        |reason: String| fail(Some(carrier.to_string()), Some(number.to_string()), reason);
+    let invalid = |reason: String| {
+        fail(
+            carrier.as_ref().map(|(c, _)| c.to_string()),
+            Some(number.to_string()),
+            reason,
+        )
+    };
     let phone = text(obj, "phone")
         .map_err(&invalid)?
         .map(|p| PhoneNumber::parse(&p).map_err(|e| invalid(format!("phone: {e}"))))
@@ -197,12 +286,15 @@ pub fn parse_item(obj: &Map<String, Value>) -> Item {
             return Err(invalid("`order_ref` holds control characters".into()));
         }
     }
-    Ok(NewShipment {
-        id: ShipmentId::new(carrier, number),
-        carrier_detected,
+    let unsure = CarrierUnsure {
+        number,
         priority,
         recipient: Recipient { phone, locale },
         order_ref,
+    };
+    Ok(match carrier {
+        Some((carrier, source)) => Parsed::Ready(unsure.with_carrier(carrier, source)),
+        None => Parsed::CarrierUnsure(unsure),
     })
 }
 
@@ -212,7 +304,7 @@ mod tests {
 
     fn item(json: &str) -> Item {
         match serde_json::from_str::<Value>(json).unwrap() {
-            Value::Object(o) => parse_item(&o),
+            Value::Object(o) => parse_item(&o).and_then(Parsed::without_recognition),
             other => panic!("not an object: {other}"),
         }
     }
@@ -229,7 +321,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.id.to_string(), "YTO/YT1000000000001");
-        assert!(!s.carrier_detected);
+        assert!(!s.carrier_detected());
+        assert_eq!(s.carrier_source, CarrierSource::Given);
         assert_eq!(s.priority, Priority::High);
         assert_eq!(s.recipient.locale, Locale::En);
         assert_eq!(
@@ -243,7 +336,8 @@ mod tests {
     fn defaults_and_detection_fill_what_is_missing() {
         let s = item(r#"{"number":"SF1234567890123","phone":null}"#).unwrap();
         assert_eq!(s.id.carrier.as_str(), "SF");
-        assert!(s.carrier_detected);
+        assert!(s.carrier_detected());
+        assert_eq!(s.carrier_source.detected_by(), Some("rules"));
         assert_eq!(s.priority, Priority::Normal);
         assert_eq!(s.recipient, Recipient::default());
         assert_eq!(s.order_ref, None);
@@ -288,6 +382,38 @@ mod tests {
             "x".repeat(129)
         );
         assert!(reason(&long).contains("longer than 128"));
+    }
+
+    #[test]
+    fn an_unsure_carrier_is_left_for_recognition_after_the_other_fields_pass() {
+        let parsed = |json: &str| match serde_json::from_str::<Value>(json).unwrap() {
+            Value::Object(o) => parse_item(&o),
+            other => panic!("not an object: {other}"),
+        };
+        match parsed(r#"{"number":"773000000000001","priority":"high"}"#) {
+            Ok(Parsed::CarrierUnsure(u)) => {
+                assert_eq!(u.number.as_str(), "773000000000001");
+                assert_eq!(u.priority, Priority::High);
+                let s = u.clone().with_carrier(
+                    Carrier::parse("ZTO").unwrap(),
+                    CarrierSource::Recognized("kdniao-2002"),
+                );
+                assert_eq!(s.id.to_string(), "ZTO/773000000000001");
+                assert_eq!(s.carrier_source.detected_by(), Some("kdniao-2002"));
+                assert_eq!(s.priority, Priority::High);
+                let e = u.refuse("no");
+                assert_eq!(
+                    (e.carrier, e.number.as_deref(), e.reason.as_str()),
+                    (None, Some("773000000000001"), "no")
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A bad field is reported as such, not as a missing carrier (no provider call for it).
+        let e = parsed(r#"{"number":"773000000000001","locale":"fr"}"#).unwrap_err();
+        assert_eq!(e.reason, "`locale` must be zh-CN or en");
+        assert_eq!(e.carrier, None);
+        assert_eq!(e.number.as_deref(), Some("773000000000001"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ async fn main() {
     let args = match DemoArgs::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}\nusage: demo [--shipments N] [--days D] [--seed S] [--tick-minutes M]");
+            eprintln!("{e}\nusage: demo [--shipments N] [--days D] [--seed S] [--tick-minutes M] [--routes SPEC] [--push] [--kdniao-fails-after-hours H]");
             std::process::exit(2);
         }
     };

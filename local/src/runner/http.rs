@@ -571,10 +571,10 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let api = Arc::new(api::Api {
-            store: parcelwatch::store::MemoryStore::new(2),
-            cfg: api::ApiConfig::from_env(&env).unwrap(),
-        });
+        let api = Arc::new(api::Api::new(
+            parcelwatch::store::MemoryStore::new(2),
+            api::ApiConfig::from_env(&env).unwrap(),
+        ));
         let front = {
             let api = api.clone();
             HttpFront::start(api_handler(move |req| {
@@ -648,6 +648,65 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(anonymous.status().as_u16(), 401);
+        front.shutdown().await;
+    }
+
+    /// The api with Kdniao 2002 recognition pointed at the sandbox, served over HTTP: an
+    /// all-digit number the rules cannot place is registered as the carrier the sandbox knows.
+    #[tokio::test]
+    async fn an_ambiguous_number_is_registered_as_the_carrier_kdniao_2002_names() {
+        use crate::clock::SimClock;
+        use crate::sandbox::{Sandbox, SandboxConfig};
+        let shipped = Utc.with_ymd_and_hms(2026, 11, 22, 8, 0, 0).unwrap();
+        let sandbox = Sandbox::start(SandboxConfig::default(), Arc::new(SimClock::new(shipped)))
+            .await
+            .unwrap();
+        // 15 digits 77…: STO by shape, not confidently; the sandbox's parcel is a ZTO one.
+        let number = "773000000000458";
+        sandbox.register("ZTO", number, shipped);
+        let env: std::collections::HashMap<String, String> = [
+            ("API_KEYS", "front-key-0001"),
+            ("KDNIAO_ENDPOINT", sandbox.kdniao_endpoint().as_str()),
+            ("KDNIAO_EBUSINESS_ID", sandbox.ebusiness_id()),
+            ("KDNIAO_APP_KEY", sandbox.app_key()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let cfg = api::ApiConfig::from_env(&env).unwrap();
+        let recognizer = api::kdniao_recognizer(cfg.recognition.clone().unwrap());
+        assert!(recognizer.is_some());
+        let api = Arc::new(
+            api::Api::new(parcelwatch::store::MemoryStore::new(2), cfg).with_recognizer(recognizer),
+        );
+        let front = {
+            let api = api.clone();
+            HttpFront::start(api_handler(move |req| {
+                let api = api.clone();
+                async move { api::handle(&*api, req, Utc::now()).await }
+            }))
+            .await
+            .unwrap()
+        };
+        let before = sandbox.stats().requests_other;
+        let resp = reqwest::Client::new()
+            .post(format!("{}/shipments", front.base_url()))
+            .header("x-api-key", "front-key-0001")
+            .header("content-type", "application/json")
+            .body(json!({ "number": number }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+        let created: Value = resp.json().await.unwrap();
+        assert_eq!(
+            created,
+            json!({"carrier":"ZTO","number":number,"result":"created",
+                   "carrier_detected":true,"detected_by":"kdniao-2002"})
+        );
+        assert_eq!(sandbox.stats().requests_other, before + 1, "one 2002 call");
+        let id = parcelwatch::domain::ShipmentId::parse("ZTO", number).unwrap();
+        assert!(api.store.shipment(&id).is_some());
         front.shutdown().await;
     }
 

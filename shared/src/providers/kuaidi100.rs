@@ -160,20 +160,14 @@ pub fn map_state(state: &str, status_code: Option<&str>) -> (Status, Option<SubS
     match classify(code) {
         Some(st) => {
             if known_code(code).is_none() {
-                tracing::warn!(
-                    provider = PROVIDER,
-                    code,
-                    "undocumented Kuaidi100 state; using its family"
-                );
+                // Undocumented, but its family is known: logged once per code, counted.
+                super::unknown::note_unknown(PROVIDER, "state", code);
             }
             (st, sub)
         }
         None => {
-            tracing::warn!(
-                provider = PROVIDER,
-                code,
-                "unknown Kuaidi100 state; assuming in transit"
-            );
+            // Unknown: tracking continues as in transit, raw code kept, logged once, counted.
+            super::unknown::note_unknown(PROVIDER, "state", code);
             (Status::InTransit, sub)
         }
     }
