@@ -113,22 +113,7 @@ async fn orders_from_both_platforms_are_synced_tracked_and_every_buyer_told_once
     // The next answers come back blank (a sales-event answer): nothing stored is overwritten.
     p.sandbox.blank_fields_next(3);
 
-    let deadline = p.now() + Duration::days(9);
-    loop {
-        for _ in 0..36 {
-            p.tick().await.expect("tick");
-        }
-        let open = p
-            .shipments()
-            .await
-            .unwrap()
-            .iter()
-            .filter(|s| !s.status.is_terminal() && s.next_check_at.is_some())
-            .count();
-        if open == 0 || p.now() >= deadline {
-            break;
-        }
-    }
+    p.run_until_settled(9).await.expect("run");
     let now = p.now();
     assert_eq!(
         p.totals.shipments_from_orders as usize,

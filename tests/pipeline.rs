@@ -32,22 +32,7 @@ async fn every_parcel_is_tracked_to_its_end_and_every_buyer_told_exactly_once() 
     .await
     .expect("inject");
 
-    let deadline = p.now() + Duration::days(9);
-    loop {
-        for _ in 0..36 {
-            p.tick().await.expect("tick");
-        }
-        let open = p
-            .shipments()
-            .await
-            .expect("scan")
-            .iter()
-            .filter(|s| !s.status.is_terminal())
-            .count();
-        if open == 0 || p.now() >= deadline {
-            break;
-        }
-    }
+    p.run_until_settled(9).await.expect("run");
     let now = p.now();
 
     // 1. Every shipment reached the simulator's final status.

@@ -18,24 +18,9 @@ fn options(seed: u64, routes: &str) -> PipelineOptions {
     o
 }
 
-/// Tick until no shipment is still being checked, or `days` simulated days.
+/// Run until every shipment settled (or `days`), then every shipment by id.
 async fn run_to_the_end(p: &mut Pipeline, days: i64) -> HashMap<ShipmentId, Shipment> {
-    let deadline = p.now() + Duration::days(days);
-    loop {
-        for _ in 0..36 {
-            p.tick().await.expect("tick");
-        }
-        let open = p
-            .shipments()
-            .await
-            .expect("scan")
-            .iter()
-            .filter(|s| s.next_check_at.is_some())
-            .count();
-        if open == 0 || p.now() >= deadline {
-            break;
-        }
-    }
+    p.run_until_settled(days).await.expect("run");
     p.shipments()
         .await
         .expect("scan")

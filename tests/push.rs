@@ -59,22 +59,7 @@ async fn in_push_mode_every_buyer_is_told_once_without_polling_but_the_safety_ne
     assert_eq!(answer["counts"]["created"], 14, "{answer}");
 
     let start = p.now();
-    let deadline = start + Duration::days(9);
-    loop {
-        for _ in 0..36 {
-            p.tick().await.expect("tick");
-        }
-        let open = p
-            .shipments()
-            .await
-            .expect("scan")
-            .iter()
-            .filter(|s| !s.status.is_terminal())
-            .count();
-        if open == 0 || p.now() >= deadline {
-            break;
-        }
-    }
+    p.run_until_settled(9).await.expect("run");
     let now = p.now();
 
     // Every parcel was subscribed once, and reached its true final status through pushes.

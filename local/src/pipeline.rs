@@ -540,6 +540,26 @@ impl Pipeline {
         Ok(r)
     }
 
+    /// Tick until no shipment is still being checked (every one terminal or stopped), or until
+    /// `days` simulated days have passed; checks every 6 simulated hours.
+    pub async fn run_until_settled(&mut self, days: i64) -> Result<(), BoxError> {
+        let deadline = self.now() + Duration::days(days);
+        loop {
+            for _ in 0..36 {
+                self.tick().await?;
+            }
+            let open = self
+                .shipments()
+                .await?
+                .iter()
+                .filter(|s| s.next_check_at.is_some())
+                .count();
+            if open == 0 || self.now() >= deadline {
+                return Ok(());
+            }
+        }
+    }
+
     /// Poll the tracking queue with several concurrent invocations (Lambda scales SQS consumers
     /// out the same way) until it is empty.
     async fn drain_tracking(&self) -> Result<crate::runner::sqs::SqsDrainReport, BoxError> {

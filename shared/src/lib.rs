@@ -2,6 +2,7 @@
 pub mod aws_error;
 pub mod config;
 pub mod domain;
+pub(crate) mod http;
 pub mod metrics;
 pub mod notify;
 pub mod orders;

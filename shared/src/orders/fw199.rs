@@ -24,10 +24,11 @@
 //! invoice_no, consign_time}]}`), read by [`super::trade_from_json`].
 
 use super::{
-    body_prefix, count, flag, md5, permanent, post_form, retry_after_from_text, retryable,
-    sorted_params, text, trade_from_json, Fw199Config, OrderError, OrderPage, OrderSource,
+    body_prefix, count, flag, md5, permanent, retry_after_from_text, retryable, sorted_params,
+    text, trade_from_json, Fw199Config, OrderError, OrderPage, OrderSource,
 };
 use crate::domain::order::Platform;
+use crate::http::post_form;
 use crate::providers::hex_lower;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -232,6 +233,7 @@ impl OrderSource for Fw199Client {
         let form = build_form(&req, self.cfg.secret.expose());
         let result = post_form(&self.http, &self.cfg.endpoint, self.cfg.timeout, &form)
             .await
+            .map_err(OrderError::from)
             .and_then(|body| parse_response(shop, &body, page_no, page_size));
         match &result {
             Ok(p) => tracing::debug!(

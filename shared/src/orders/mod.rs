@@ -238,14 +238,8 @@ pub fn retry_after_from_text(text: &str) -> Option<Duration> {
     None
 }
 
-/// At most `n` characters of a body, quoted, for an error reason.
-pub(crate) fn body_prefix(body: &str, n: usize) -> String {
-    let mut p: String = body.chars().take(n).collect();
-    if body.chars().nth(n).is_some() {
-        p.push('…');
-    }
-    format!("{p:?}")
-}
+// At most `n` characters of a body, quoted, for an error reason (shared with every client).
+pub(crate) use crate::http::body_prefix;
 
 // ---------------------------------------------------------------------------------------------
 // Taobao trade JSON
@@ -359,58 +353,6 @@ pub fn trade_to_json(order: &Order) -> Value {
     );
     m.insert("orders".into(), json!({ "order": subs }));
     Value::Object(m)
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTTP
-// ---------------------------------------------------------------------------------------------
-
-pub(crate) fn transport_error(e: reqwest::Error) -> OrderError {
-    if e.is_builder() {
-        return permanent(format!("cannot build request: {e}"));
-    }
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "transport error"
-    };
-    retryable(format!("{kind}: {e}"), None)
-}
-
-/// POST a form; a non-2xx answer is classified here, a 2xx body returned.
-pub(crate) async fn post_form(
-    http: &reqwest::Client,
-    endpoint: &str,
-    timeout: Duration,
-    form: &[(String, String)],
-) -> Result<String, OrderError> {
-    let resp = http
-        .post(endpoint)
-        .timeout(timeout)
-        .form(form)
-        .send()
-        .await
-        .map_err(transport_error)?;
-    let status = resp.status();
-    if !status.is_success() {
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let code = status.as_u16();
-        return Err(if code == 408 || code == 429 || status.is_server_error() {
-            retryable(format!("HTTP {status}"), retry_after)
-        } else if status.is_client_error() {
-            permanent(format!("HTTP {status}"))
-        } else {
-            retryable(format!("unexpected HTTP {status}"), None)
-        });
-    }
-    resp.text().await.map_err(transport_error)
 }
 
 #[cfg(test)]

@@ -11,11 +11,11 @@
 //! client sends `use_has_next=false`, reports `total`, and derives `has_next` from it.
 
 use super::{
-    body_prefix, count, flag, md5, permanent, post_form, retry_after_from_text, retryable,
-    sorted_params, text, trade_from_json, OrderError, OrderPage, OrderSource, SignMethod,
-    TopConfig,
+    body_prefix, count, flag, md5, permanent, retry_after_from_text, retryable, sorted_params,
+    text, trade_from_json, OrderError, OrderPage, OrderSource, SignMethod, TopConfig,
 };
 use crate::domain::order::Platform;
+use crate::http::post_form;
 use crate::providers::hex_lower;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -277,6 +277,7 @@ impl OrderSource for TopClient {
         let form = build_form(&req, self.cfg.secret.expose());
         let result = post_form(&self.http, &self.cfg.endpoint, self.cfg.timeout, &form)
             .await
+            .map_err(OrderError::from)
             .and_then(|body| parse_response(shop, &body, page_no, page_size));
         match &result {
             Ok(p) => {

@@ -8,6 +8,7 @@ use super::unknown::note_unknown;
 use super::{ProviderError, TraceProvider, TraceQuery};
 use crate::config::KdniaoConfig;
 use crate::domain::{Status, SubStatus, TraceEvent, TraceSnapshot};
+use crate::http::{body_prefix, post_form};
 use base64::Engine;
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use md5::{Digest, Md5};
@@ -346,15 +347,6 @@ fn permanent(reason: impl Into<String>) -> ProviderError {
     }
 }
 
-/// At most `n` characters of a body, for an error reason (never the whole body in a log).
-fn body_prefix(body: &str, n: usize) -> String {
-    let mut p: String = body.chars().take(n).collect();
-    if body.chars().nth(n).is_some() {
-        p.push('…');
-    }
-    format!("{p:?}")
-}
-
 /// Decode a response body. Not JSON, truncated JSON, or JSON of another shape is Retryable:
 /// gateways in front of Kdniao do return HTML error pages and cut bodies, and a persistent one
 /// reaches the DLQ through the queue's maxReceiveCount rather than being lost on the first try.
@@ -537,35 +529,9 @@ impl KdniaoClient {
             ("DataSign", sign.as_str()),
             ("DataType", "2"),
         ];
-        let resp = self
-            .http
-            .post(&self.cfg.endpoint)
-            .timeout(self.cfg.timeout)
-            .form(&form)
-            .send()
+        let body = post_form(&self.http, &self.cfg.endpoint, self.cfg.timeout, &form)
             .await
-            .map_err(transport_error)?;
-
-        let status = resp.status();
-        if !status.is_success() {
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let code = status.as_u16();
-            return Err(if code == 408 || code == 429 || status.is_server_error() {
-                retryable(format!("HTTP {status}"), retry_after)
-            } else if status.is_client_error() {
-                permanent(format!("HTTP {status}"))
-            } else {
-                // 1xx/3xx left over after redirects: a gateway oddity, not our request's fault.
-                retryable(format!("unexpected HTTP {status}"), None)
-            });
-        }
-
-        let body = resp.text().await.map_err(transport_error)?;
+            .map_err(|f| f.for_provider(PROVIDER))?;
         let decoded = decode_response(&body)?;
         if let Some(got) = decoded.logistic_code.as_deref() {
             // Never write another parcel's trace under this one.
@@ -580,37 +546,13 @@ impl KdniaoClient {
     }
 }
 
-fn transport_error(e: reqwest::Error) -> ProviderError {
-    if e.is_builder() {
-        // A malformed endpoint fails identically for every parcel: configuration, not weather.
-        return permanent(format!("cannot build request: {e}"));
-    }
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "transport error"
-    };
-    retryable(format!("{kind}: {e}"), None)
-}
-
 impl TraceProvider for KdniaoClient {
     fn name(&self) -> &'static str {
         PROVIDER
     }
 
     async fn query(&self, q: &TraceQuery) -> Result<TraceSnapshot, ProviderError> {
-        let result = self.call(q).await;
-        match &result {
-            Ok(s) => {
-                tracing::debug!(provider = PROVIDER, shipment = %q.id, status = %s.status, events = s.events.len(), "trace fetched")
-            }
-            Err(e) => {
-                tracing::info!(provider = PROVIDER, shipment = %q.id, retryable = e.is_retryable(), error = %e, "trace query failed")
-            }
-        }
-        result
+        logged_trace_query!(PROVIDER, q, self.call(q).await)
     }
 }
 

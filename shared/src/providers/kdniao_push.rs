@@ -15,11 +15,12 @@ use super::kdniao::{
     KdniaoResponse, PROVIDER,
 };
 use super::push::{
-    body_prefix, callback_url, http_error, parse_id, raw_key, retryable, transport_error, Form,
-    PushBatch, PushError, PushUpdate, Subscribed, Subscriber,
+    body_prefix, callback_url, parse_id, raw_key, retryable, Form, PushBatch, PushError,
+    PushUpdate, Subscribed, Subscriber,
 };
 use super::{ct_eq, ProviderError, TraceQuery};
 use crate::config::{parsed, required, ConfigError, Env, Secret};
+use crate::http::post_form;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -152,21 +153,14 @@ impl KdniaoSubscriber {
             ("DataSign", sign.as_str()),
             ("DataType", "2"),
         ];
-        let resp = self
-            .http
-            .post(&self.cfg.subscribe_endpoint)
-            .timeout(self.cfg.timeout)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| transport_error(PROVIDER, e))?;
-        if !resp.status().is_success() {
-            return Err(http_error(PROVIDER, &resp));
-        }
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| transport_error(PROVIDER, e))?;
+        let body = post_form(
+            &self.http,
+            &self.cfg.subscribe_endpoint,
+            self.cfg.timeout,
+            &form,
+        )
+        .await
+        .map_err(|f| f.for_provider(PROVIDER))?;
         parse_subscribe_response(&body)
     }
 }
@@ -177,16 +171,7 @@ impl Subscriber for KdniaoSubscriber {
     }
 
     async fn subscribe(&self, q: &TraceQuery) -> Result<Subscribed, ProviderError> {
-        let result = self.call(q).await;
-        match &result {
-            Ok(s) => {
-                tracing::debug!(provider = PROVIDER, shipment = %q.id, already = s.already_subscribed, "subscribed")
-            }
-            Err(e) => {
-                tracing::info!(provider = PROVIDER, shipment = %q.id, retryable = e.is_retryable(), error = %e, "subscription failed")
-            }
-        }
-        result
+        logged_subscription!(PROVIDER, q, self.call(q).await)
     }
 }
 

@@ -8,14 +8,15 @@
 
 use super::kdniao::parse_accept_time;
 use super::push::{
-    body_prefix, callback_url, form_encode, http_error, permanent, retryable, transport_error,
-    Form, PushBatch, PushError, PushUpdate, Subscribed, Subscriber,
+    body_prefix, callback_url, form_encode, permanent, retryable, Form, PushBatch, PushError,
+    PushUpdate, Subscribed, Subscriber,
 };
 use super::{ct_eq, ProviderError, TraceProvider, TraceQuery};
 use crate::config::{parsed, required, ConfigError, Env, Secret};
 use crate::domain::{
     Carrier, ShipmentId, Status, SubStatus, TraceEvent, TraceSnapshot, TrackingNumber,
 };
+use crate::http::post_form;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -536,21 +537,14 @@ impl Kuaidi100Subscriber {
             &self.cfg.callback_url,
             self.cfg.salt.expose(),
         )?;
-        let resp = self
-            .http
-            .post(&self.cfg.subscribe_endpoint)
-            .timeout(self.cfg.timeout)
-            .form(&[("schema", "json"), ("param", param.as_str())])
-            .send()
-            .await
-            .map_err(|e| transport_error(PROVIDER, e))?;
-        if !resp.status().is_success() {
-            return Err(http_error(PROVIDER, &resp));
-        }
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| transport_error(PROVIDER, e))?;
+        let body = post_form(
+            &self.http,
+            &self.cfg.subscribe_endpoint,
+            self.cfg.timeout,
+            &[("schema", "json"), ("param", param.as_str())],
+        )
+        .await
+        .map_err(|f| f.for_provider(PROVIDER))?;
         parse_subscribe_response(&body)
     }
 }
@@ -561,16 +555,7 @@ impl Subscriber for Kuaidi100Subscriber {
     }
 
     async fn subscribe(&self, q: &TraceQuery) -> Result<Subscribed, ProviderError> {
-        let result = self.call(q).await;
-        match &result {
-            Ok(s) => {
-                tracing::debug!(provider = PROVIDER, shipment = %q.id, already = s.already_subscribed, "subscribed")
-            }
-            Err(e) => {
-                tracing::info!(provider = PROVIDER, shipment = %q.id, retryable = e.is_retryable(), error = %e, "subscription failed")
-            }
-        }
-        result
+        logged_subscription!(PROVIDER, q, self.call(q).await)
     }
 }
 
@@ -925,21 +910,9 @@ impl Kuaidi100Client {
             ("sign", sign.as_str()),
             ("param", param.as_str()),
         ];
-        let resp = self
-            .http
-            .post(&self.cfg.endpoint)
-            .timeout(self.cfg.timeout)
-            .form(&form)
-            .send()
+        let body = post_form(&self.http, &self.cfg.endpoint, self.cfg.timeout, &form)
             .await
-            .map_err(|e| transport_error(PROVIDER, e))?;
-        if !resp.status().is_success() {
-            return Err(http_error(PROVIDER, &resp));
-        }
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| transport_error(PROVIDER, e))?;
+            .map_err(|f| f.for_provider(PROVIDER))?;
         match decode_query_answer(&body)? {
             QueryAnswer::NoResult => Ok(no_result_snapshot()),
             QueryAnswer::Trace(r) => {

@@ -1,6 +1,40 @@
 //! Tracking providers: one module per aggregator, each with signing, request, response parsing
 //! and a status mapping table tested code by code.
 
+/// Log a trace query's outcome (debug when fetched, info when it failed) and return it. A macro
+/// rather than a function so that each event keeps the calling client's module as its target.
+macro_rules! logged_trace_query {
+    ($provider:expr, $q:ident, $result:expr) => {{
+        let result = $result;
+        match &result {
+            Ok(s) => {
+                tracing::debug!(provider = $provider, shipment = %$q.id, status = %s.status, events = s.events.len(), "trace fetched")
+            }
+            Err(e) => {
+                tracing::info!(provider = $provider, shipment = %$q.id, retryable = e.is_retryable(), error = %e, "trace query failed")
+            }
+        }
+        result
+    }};
+}
+
+/// Log a subscription's outcome (debug when subscribed, info when it failed) and return it; a
+/// macro for the same reason as [`logged_trace_query`].
+macro_rules! logged_subscription {
+    ($provider:expr, $q:ident, $result:expr) => {{
+        let result = $result;
+        match &result {
+            Ok(s) => {
+                tracing::debug!(provider = $provider, shipment = %$q.id, already = s.already_subscribed, "subscribed")
+            }
+            Err(e) => {
+                tracing::info!(provider = $provider, shipment = %$q.id, retryable = e.is_retryable(), error = %e, "subscription failed")
+            }
+        }
+        result
+    }};
+}
+
 pub mod any;
 pub mod failover;
 pub mod kdniao;

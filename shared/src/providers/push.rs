@@ -212,53 +212,8 @@ pub(crate) fn permanent(provider: &'static str, reason: impl Into<String>) -> Pr
     }
 }
 
-/// A reqwest failure: a malformed endpoint is configuration (Permanent); time-outs, refused
-/// connections and broken bodies are weather (Retryable).
-pub(crate) fn transport_error(provider: &'static str, e: reqwest::Error) -> ProviderError {
-    if e.is_builder() {
-        return permanent(provider, format!("cannot build request: {e}"));
-    }
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "transport error"
-    };
-    retryable(provider, format!("{kind}: {e}"))
-}
-
-/// A non-2xx HTTP answer: 408/429/5xx Retryable (with Retry-After when given), other 4xx
-/// Permanent.
-pub(crate) fn http_error(provider: &'static str, resp: &reqwest::Response) -> ProviderError {
-    let status = resp.status();
-    let code = status.as_u16();
-    if code == 408 || code == 429 || status.is_server_error() {
-        ProviderError::Retryable {
-            provider,
-            reason: format!("HTTP {status}"),
-            retry_after: resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs),
-        }
-    } else if status.is_client_error() {
-        permanent(provider, format!("HTTP {status}"))
-    } else {
-        retryable(provider, format!("unexpected HTTP {status}"))
-    }
-}
-
-/// At most `n` characters of a body, quoted, for an error reason.
-pub(crate) fn body_prefix(body: &str, n: usize) -> String {
-    let mut p: String = body.chars().take(n).collect();
-    if body.chars().nth(n).is_some() {
-        p.push('…');
-    }
-    format!("{p:?}")
-}
+// At most `n` characters of a body, quoted, for an error reason (shared with every client).
+pub(crate) use crate::http::body_prefix;
 
 /// `carrier#number` as the provider wrote them, for [`PushBatch::rejected`].
 pub(crate) fn raw_key(carrier: Option<&str>, number: Option<&str>) -> String {

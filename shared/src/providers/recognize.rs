@@ -7,13 +7,14 @@
 //! provider (a paid call) only when the rules are not confident.
 
 use super::kdniao::data_sign;
-use super::push::{body_prefix, http_error, permanent, retryable, transport_error};
+use super::push::{body_prefix, permanent, retryable};
 use super::unknown::note_unknown;
 use super::ProviderError;
 use crate::config::{parsed, required, ConfigError, Env, KdniaoConfig, Secret};
 use crate::domain::carriers::{by_code, by_kuaidi100};
 use crate::domain::detect::{detect, Candidate};
 use crate::domain::{Carrier, TrackingNumber};
+use crate::http::{get, post_form, UrlInErrors};
 use serde_json::Value;
 use std::future::Future;
 use std::time::Duration;
@@ -218,18 +219,9 @@ impl KdniaoRecognizer {
             ("DataSign", sign.as_str()),
             ("DataType", "2"),
         ];
-        let resp = self
-            .http
-            .post(&self.cfg.endpoint)
-            .timeout(self.cfg.timeout)
-            .form(&form)
-            .send()
+        let body = post_form(&self.http, &self.cfg.endpoint, self.cfg.timeout, &form)
             .await
-            .map_err(|e| transport_error(KDNIAO, e))?;
-        if !resp.status().is_success() {
-            return Err(http_error(KDNIAO, &resp));
-        }
-        let body = resp.text().await.map_err(|e| transport_error(KDNIAO, e))?;
+            .map_err(|f| f.for_provider(KDNIAO))?;
         parse_kdniao_recognition(&body, number)
     }
 }
@@ -346,20 +338,9 @@ impl Kuaidi100Recognizer {
         )
         .map_err(|e| permanent(KUAIDI100, format!("bad autonumber endpoint: {e}")))?;
         // reqwest errors print their URL, which holds the key: strip it from every error.
-        let resp = self
-            .http
-            .get(url)
-            .timeout(self.cfg.timeout)
-            .send()
+        let body = get(&self.http, url, self.cfg.timeout, UrlInErrors::Hidden)
             .await
-            .map_err(|e| transport_error(KUAIDI100, e.without_url()))?;
-        if !resp.status().is_success() {
-            return Err(http_error(KUAIDI100, &resp));
-        }
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| transport_error(KUAIDI100, e.without_url()))?;
+            .map_err(|f| f.for_provider(KUAIDI100))?;
         parse_kuaidi100_auto(&body)
     }
 }

@@ -31,10 +31,9 @@
 use super::{ProviderError, TraceProvider, TraceQuery};
 use crate::config::{parsed, ConfigError, Env, Secret};
 use crate::domain::{Status, SubStatus, TraceEvent, TraceSnapshot};
+use crate::http::post_form;
 use crate::orders::top::{classify_error, signed_form, TopCall};
-use crate::orders::{
-    body_prefix, count, list, number_or_string, post_form, text, OrderError, SignMethod,
-};
+use crate::orders::{body_prefix, count, list, number_or_string, text, OrderError, SignMethod};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
@@ -688,7 +687,7 @@ impl TaobaoClient {
         let form = build_form(&req, self.cfg.secret.expose());
         let body = post_form(&self.http, &self.cfg.endpoint, self.cfg.timeout, &form)
             .await
-            .map_err(from_order_error)?;
+            .map_err(|f| f.for_provider(PROVIDER))?;
         parse_response(&body, &trade.tid, q.id.number.as_str())
     }
 }
@@ -699,16 +698,7 @@ impl TraceProvider for TaobaoClient {
     }
 
     async fn query(&self, q: &TraceQuery) -> Result<TraceSnapshot, ProviderError> {
-        let result = self.call(q).await;
-        match &result {
-            Ok(s) => {
-                tracing::debug!(provider = PROVIDER, shipment = %q.id, status = %s.status, events = s.events.len(), "trace fetched")
-            }
-            Err(e) => {
-                tracing::info!(provider = PROVIDER, shipment = %q.id, retryable = e.is_retryable(), error = %e, "trace query failed")
-            }
-        }
-        result
+        logged_trace_query!(PROVIDER, q, self.call(q).await)
     }
 }
 
