@@ -92,7 +92,7 @@ shipments: ## the shipments in the table of `make stack`: status, sub-status, li
 	@test -f $(STACK_ENV) || { echo "no $(STACK_ENV): start 'make stack' first" >&2; exit 1; }
 	@source $(STACK_ENV) && curl -sf "$$AWS_ENDPOINT_URL/" -H "$(call MOTO_AUTH,dynamodb)" \
 	  -H 'X-Amz-Target: DynamoDB_20120810.Scan' -H 'Content-Type: application/x-amz-json-1.0' \
-	  -d '{"TableName": "'"$$TABLE_NAME"'", "FilterExpression": "sk = :m", "ExpressionAttributeValues": {":m": {"S": "META"}}}' \
+	  -d '{"TableName": "'"$$TABLE_NAME"'", "FilterExpression": "sk = :m AND begins_with(pk, :s)", "ExpressionAttributeValues": {":m": {"S": "META"}, ":s": {"S": "SHIP#"}}}' \
 	  | $(PY) -c 'import sys, json; v=lambda i,k: next(iter(i.get(k, {"S": "-"}).values())); \
 	    [print("%-20s %-25s %-11s lines %2s  next check %s  %s" % ((v(i, "carrier") + "/" + v(i, "number"),) + tuple(v(i, k) for k in ("status", "sub_status", "event_count", "next_check_at", "last_event_desc")))) \
 	     for i in sorted(json.load(sys.stdin)["Items"], key=lambda i: v(i, "pk"))]'

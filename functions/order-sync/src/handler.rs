@@ -11,6 +11,7 @@
 
 use crate::{OrderSyncConfig, ShopSpec};
 use chrono::{DateTime, Duration, Utc};
+use futures::{stream, StreamExt};
 use parcelwatch::domain::order::{
     plan_order, Order, Platform, SkipReason, StopReason, SubOrderPlan,
 };
@@ -23,6 +24,8 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Pages one window may take before the run gives up on it (a runaway total).
 const MAX_PAGES_PER_WINDOW: u64 = 200;
+/// Orders written at once within a window.
+const ORDER_CONCURRENCY: usize = 16;
 /// How long an order answered with blank fields holds the watermark back so that later runs
 /// pull it again (platforms fill the fields in once a sales event's load passes).
 pub const INCOMPLETE_RETRY_FOR: Duration = Duration::hours(6);
@@ -55,6 +58,21 @@ pub struct ShopReport {
     pub retryable: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_seconds: Option<u64>,
+}
+
+impl ShopReport {
+    /// Add one order's counters (see `process_order`) to the shop's.
+    fn absorb(&mut self, order: &ShopReport) {
+        self.orders += order.orders;
+        self.shipments_registered += order.shipments_registered;
+        self.already_tracked += order.already_tracked;
+        self.stopped += order.stopped;
+        self.already_stopped += order.already_stopped;
+        self.stop_not_tracked += order.stop_not_tracked;
+        for (reason, n) in &order.skipped {
+            *self.skipped.entry(reason.clone()).or_default() += n;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -225,9 +243,26 @@ where
         // waybill or carrier) holds the watermark at its modified time, so the next runs pull it
         // again until the platform fills it in, for at most INCOMPLETE_RETRY_FOR.
         let mut hold: Option<DateTime<Utc>> = None;
-        for order in window {
-            let incomplete = process_order(orders, shipments, cfg, &order, now, report).await?;
-            match order.modified {
+        // Orders are independent (each its own items, each waybill registered insert-if-absent),
+        // so a page's orders are written ORDER_CONCURRENCY at a time: the writes of one order
+        // wait on DynamoDB, not on the other orders'.
+        let pending: Vec<_> = window
+            .iter()
+            .map(|order| async move {
+                let mut tally = ShopReport::default();
+                let incomplete =
+                    process_order(orders, shipments, cfg, order, now, &mut tally).await?;
+                Ok::<_, SyncError>((tally, incomplete, order.modified))
+            })
+            .collect();
+        let done: Vec<_> = stream::iter(pending)
+            .buffer_unordered(ORDER_CONCURRENCY)
+            .collect()
+            .await;
+        for result in done {
+            let (tally, incomplete, modified) = result?;
+            report.absorb(&tally);
+            match modified {
                 Some(m) if incomplete && now - m < INCOMPLETE_RETRY_FOR => {
                     let at = m - Duration::seconds(1);
                     hold = Some(hold.map_or(at, |h| h.min(at)));
