@@ -1217,6 +1217,62 @@ async fn create_topic(
     Ok(PhysicalResource::Topic { name, arn })
 }
 
+/// Where the template's IAM policies grant more than least privilege: a wildcard in an action
+/// (`*`, `dynamodb:*`), a `Resource` of `*`, or a statement with no resource at all. The one
+/// `NotResource` statement allowed is the notifier's SMS publish (`sns:Publish` to phone numbers,
+/// which have no ARN), and only with a region condition. Empty: every statement names its actions
+/// and resources.
+pub fn policy_violations(template: &Template) -> Vec<String> {
+    let mut out = Vec::new();
+    let as_list = |v: Option<&Value>| -> Vec<Value> {
+        match v {
+            Some(Value::Sequence(items)) => items.clone(),
+            Some(other) => vec![other.clone()],
+            None => Vec::new(),
+        }
+    };
+    for (id, ty, props) in template.resources() {
+        if ty != FUNCTION {
+            continue;
+        }
+        for (p, policy) in as_list(props.get("Policies")).iter().enumerate() {
+            let Some(statements) = policy.get("Statement") else {
+                out.push(format!("{id}.Policies[{p}]: not an inline policy document"));
+                continue;
+            };
+            for (n, stmt) in as_list(Some(statements)).iter().enumerate() {
+                let at = format!("{id}.Policies[{p}].Statement[{n}]");
+                let actions = as_list(stmt.get("Action"));
+                if actions.is_empty() {
+                    out.push(format!("{at}: no Action"));
+                }
+                for a in &actions {
+                    match a.as_str() {
+                        Some(a) if !a.contains('*') => {}
+                        _ => out.push(format!("{at}: wildcard or non-literal action {a:?}")),
+                    }
+                }
+                let resources = as_list(stmt.get("Resource"));
+                if resources.iter().any(|r| r.as_str() == Some("*")) {
+                    out.push(format!("{at}: Resource \"*\""));
+                }
+                if let Some(not) = stmt.get("NotResource") {
+                    let sms_only = actions.len() == 1
+                        && actions[0].as_str() == Some("sns:Publish")
+                        && not.as_str() == Some("arn:aws:sns:*:*:*")
+                        && stmt.get("Condition").is_some();
+                    if !sms_only {
+                        out.push(format!("{at}: NotResource beyond the SMS publish"));
+                    }
+                } else if resources.is_empty() {
+                    out.push(format!("{at}: no Resource"));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1269,6 +1325,34 @@ mod tests {
         assert_eq!(es.function_timeouts.get("order-sync"), Some(&240));
         assert_eq!(es.function_timeouts.get("api"), Some(&10));
         assert_eq!(es.function_timeouts.len(), 5);
+    }
+
+    #[test]
+    fn provision_policies_name_every_action_and_resource() {
+        let t = Template::load_workspace().unwrap();
+        assert_eq!(policy_violations(&t), Vec::<String>::new());
+        // The check bites: a wildcard action, a star resource, a second NotResource.
+        let text =
+            std::fs::read_to_string(crate::moto::workspace_root().unwrap().join("template.yaml"))
+                .unwrap();
+        for (from, to, needle) in [
+            ("- dynamodb:Query\n", "- dynamodb:*\n", "wildcard"),
+            (
+                "Resource: !GetAtt TrackingDLQ.Arn",
+                "Resource: \"*\"",
+                "Resource \"*\"",
+            ),
+            (
+                "- sqs:SendMessage\n              Resource: !GetAtt TrackingQueue.Arn",
+                "- sqs:SendMessage\n              NotResource: !GetAtt TrackingQueue.Arn",
+                "NotResource",
+            ),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let bad = Template::parse(&text.replacen(from, to, 1)).unwrap();
+            let v = policy_violations(&bad);
+            assert!(v.iter().any(|m| m.contains(needle)), "{needle}: {v:?}");
+        }
     }
 
     #[test]
