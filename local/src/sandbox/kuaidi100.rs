@@ -269,43 +269,18 @@ impl Sandbox {
 #[cfg(test)]
 mod tests {
     use super::super::journey::{plan_kind, truth_status_after_return, JourneyKind};
-    use super::super::SandboxConfig;
+
     use super::*;
-    use crate::clock::SimClock;
-    use chrono::TimeZone;
+
+    use crate::sandbox::testkit::{query, sandbox, t0};
+
     use parcelwatch::config::{KdniaoConfig, Secret};
-    use parcelwatch::domain::{PhoneNumber, ShipmentId, Status, TraceSnapshot};
+    use parcelwatch::domain::{Status, TraceSnapshot};
     use parcelwatch::providers::kdniao::KdniaoClient;
     use parcelwatch::providers::kuaidi100::{
         decode_query_response, Kuaidi100Client, Kuaidi100QueryConfig,
     };
-    use parcelwatch::providers::{ProviderError, TraceProvider, TraceQuery};
-
-    fn t0() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 24, 2, 0, 0)
-            .single()
-            .expect("valid test time")
-    }
-
-    async fn sandbox(seed: u64) -> (Sandbox, SimClock) {
-        let clock = SimClock::new(t0());
-        let cfg = SandboxConfig {
-            seed,
-            ..SandboxConfig::default()
-        };
-        let sb = Sandbox::start(cfg, Arc::new(clock.clone()))
-            .await
-            .expect("sandbox starts");
-        (sb, clock)
-    }
-
-    fn query(carrier: &str, number: &str, phone: Option<&str>) -> TraceQuery {
-        TraceQuery {
-            id: ShipmentId::parse(carrier, number).expect("valid id"),
-            phone: phone.map(|p| PhoneNumber::parse(p).expect("valid phone")),
-            order_ref: None,
-        }
-    }
+    use parcelwatch::providers::{ProviderError, TraceProvider};
 
     fn client(sb: &Sandbox, key: &str) -> Kuaidi100Client {
         Kuaidi100Client::new(

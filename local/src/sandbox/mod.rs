@@ -15,6 +15,8 @@ pub mod kdniao;
 pub mod kuaidi100;
 pub mod orders;
 pub mod push;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 use crate::clock::Clock;
 use axum::extract::rejection::JsonRejection;
@@ -433,27 +435,10 @@ mod tests {
     use super::journey::JourneyKind;
     use super::kdniao::china_time;
     use super::*;
-    use crate::clock::SimClock;
-    use chrono::{Duration, TimeZone};
+
+    use crate::sandbox::testkit::{sandbox, t0};
+    use chrono::Duration;
     use parcelwatch::providers::kdniao::data_sign;
-
-    fn t0() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 24, 2, 0, 0)
-            .single()
-            .expect("valid test time")
-    }
-
-    async fn sandbox(seed: u64) -> (Sandbox, SimClock) {
-        let clock = SimClock::new(t0());
-        let cfg = SandboxConfig {
-            seed,
-            ..SandboxConfig::default()
-        };
-        let sb = Sandbox::start(cfg, Arc::new(clock.clone()))
-            .await
-            .expect("sandbox starts");
-        (sb, clock)
-    }
 
     struct Req<'a> {
         request_type: &'a str,

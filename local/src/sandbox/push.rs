@@ -911,47 +911,22 @@ impl Sandbox {
 #[cfg(test)]
 mod tests {
     use super::super::journey::{plan_kind, truth_status_after_return, JourneyKind};
-    use super::super::{SandboxConfig, DEFAULT_APP_KEY, DEFAULT_EBUSINESS_ID};
+    use super::super::{DEFAULT_APP_KEY, DEFAULT_EBUSINESS_ID};
     use super::*;
-    use crate::clock::{Clock, SimClock};
+    use crate::clock::Clock;
+    use crate::sandbox::testkit::{query, sandbox, t0};
     use axum::http::StatusCode;
-    use chrono::TimeZone;
+
     use parcelwatch::config::{KdniaoConfig, Secret};
-    use parcelwatch::domain::{PhoneNumber, ShipmentId, Status};
+    use parcelwatch::domain::Status;
     use parcelwatch::providers::kdniao::KdniaoClient;
     use parcelwatch::providers::kdniao_push::{KdniaoPushConfig, KdniaoSubscriber};
     use parcelwatch::providers::kuaidi100::{Kuaidi100Config, Kuaidi100Subscriber};
     use parcelwatch::providers::push::{PushUpdate, Subscriber};
-    use parcelwatch::providers::{TraceProvider, TraceQuery};
+    use parcelwatch::providers::TraceProvider;
     use std::sync::atomic::AtomicU8;
 
     const SALT: &str = "receiver-salt-42";
-
-    fn t0() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 24, 2, 0, 0)
-            .single()
-            .expect("valid test time")
-    }
-
-    async fn sandbox(seed: u64) -> (Sandbox, SimClock) {
-        let clock = SimClock::new(t0());
-        let cfg = SandboxConfig {
-            seed,
-            ..SandboxConfig::default()
-        };
-        let sb = Sandbox::start(cfg, Arc::new(clock.clone()))
-            .await
-            .expect("sandbox starts");
-        (sb, clock)
-    }
-
-    fn query(carrier: &str, number: &str, phone: Option<&str>) -> TraceQuery {
-        TraceQuery {
-            id: ShipmentId::parse(carrier, number).expect("valid id"),
-            phone: phone.map(|p| PhoneNumber::parse(p).expect("valid phone")),
-            order_ref: None,
-        }
-    }
 
     /// How the test receiver answers.
     const ACK: u8 = 0;
