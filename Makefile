@@ -55,7 +55,7 @@ MOTO_PORT    ?= 5005
 SANDBOX_PORT ?= 9101
 STACK_ENV    := .local/stack.env
 
-.PHONY: watch invoke invoke-scheduler invoke-order-sync dlq shipments sms bench
+.PHONY: watch invoke invoke-scheduler invoke-order-sync dlq redrive shipments sms bench
 
 watch: setup ## serve the functions with cargo lambda watch on :9001, with the env `make stack` wrote
 	@test -f $(STACK_ENV) || { echo "no $(STACK_ENV): start 'make stack' in another terminal first" >&2; exit 1; }
@@ -87,6 +87,10 @@ dlq: ## peek at the tracking DLQ of `make stack`: body and reason (messages stay
 	  -d Action=ReceiveMessage -d MaxNumberOfMessages=10 -d VisibilityTimeout=0 -d MessageAttributeName.1=All \
 	  | $(PY) -c 'import sys, xml.etree.ElementTree as E; q="{http://queue.amazonaws.com/doc/2012-11-05/}"; \
 	    [print(m.findtext(q+"Body"), "\n  reason:", m.findtext(q+"MessageAttribute/"+q+"Value/"+q+"StringValue")) for m in E.parse(sys.stdin).iter(q+"Message")]'
+
+redrive: ## replay the DLQs of `make stack` safely: make redrive [QUEUE=tracking|notify] [APPLY=1] (dry run lists reasons)
+	@test -f $(STACK_ENV) || { echo "no $(STACK_ENV): start 'make stack' first" >&2; exit 1; }
+	set -a && source $(STACK_ENV) && set +a && cargo run --quiet -p parcelwatch-local --bin redrive -- $(or $(QUEUE),tracking) $(if $(APPLY),--apply)
 
 shipments: ## the shipments in the table of `make stack`: status, sub-status, lines, next check
 	@test -f $(STACK_ENV) || { echo "no $(STACK_ENV): start 'make stack' first" >&2; exit 1; }

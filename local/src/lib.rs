@@ -8,6 +8,7 @@ pub mod demo;
 pub mod moto;
 pub mod pipeline;
 pub mod provision;
+pub mod redrive;
 pub mod report;
 pub mod runner;
 pub mod sandbox;

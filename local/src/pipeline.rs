@@ -4,6 +4,7 @@
 
 use crate::clock::{Clock, SimClock};
 use crate::moto::{sent_sms, SentSms};
+use crate::runner::chaos::{Chaos, ChaosPlan};
 use crate::runner::http::{api_handler, HttpFront};
 use crate::runner::sqs::SqsSource;
 use crate::runner::stream::{StartingPosition, StreamSource};
@@ -50,6 +51,12 @@ pub struct PipelineOptions {
     /// Shops whose orders the order-sync function pulls from the sandbox's platforms each tick
     /// (`fw199:<seller nick>` / `top:<seller nick>`). Empty: order-sync does not run.
     pub shops: Vec<String>,
+    /// The AWS endpoint the functions' SDK clients use (e.g. a fault proxy in front of moto);
+    /// `None`: moto itself. The runner's own calls (what AWS's pollers do) always go to moto.
+    pub function_endpoint: Option<String>,
+    /// Kills mid-batch and duplicate deliveries of the tracker's, the notifier's and the api's
+    /// invocations (see [`crate::runner::chaos`]).
+    pub chaos: ChaosPlan,
 }
 
 impl Default for PipelineOptions {
@@ -68,6 +75,8 @@ impl Default for PipelineOptions {
             ],
             push_mode: false,
             shops: Vec::new(),
+            function_endpoint: None,
+            chaos: ChaosPlan::NONE,
         }
     }
 }
@@ -144,6 +153,10 @@ pub struct Pipeline {
     pub streams: aws_sdk_dynamodbstreams::Client,
     pub dynamo: aws_sdk_dynamodb::Client,
     pub totals: Totals,
+    /// Fault injection into the invocations of each function (pass-through by default).
+    pub tracker_chaos: Arc<Chaos>,
+    pub notifier_chaos: Arc<Chaos>,
+    pub api_chaos: Arc<Chaos>,
     /// Something outside the scheduler put work on the queue: drain on the next tick.
     dirty: bool,
     last_enqueued: usize,
@@ -159,6 +172,18 @@ impl Pipeline {
 
     pub async fn on_stack(stack: LocalStack, opts: PipelineOptions) -> Result<Pipeline, BoxError> {
         let clock = Arc::new(SimClock::new(opts.start));
+        let chaos_for = |salt: u64| {
+            Chaos::new(ChaosPlan {
+                seed: opts.chaos.seed ^ salt,
+                ..opts.chaos
+            })
+        };
+        let (tracker_chaos, notifier_chaos, api_chaos) = (chaos_for(1), chaos_for(2), chaos_for(3));
+        // The functions' AWS clients: through the fault proxy when one is given.
+        let fn_sdk = match &opts.function_endpoint {
+            Some(endpoint) => crate::stack::sdk_config_for(endpoint),
+            None => stack.sdk_config.clone(),
+        };
         let sandbox = Sandbox::start(
             SandboxConfig {
                 seed: opts.seed,
@@ -193,17 +218,27 @@ impl Pipeline {
             env
         };
         let api = Arc::new(api::build(
-            &stack.sdk_config,
+            &fn_sdk,
             &Config::from_env(&api_env)?,
             api::ApiConfig::from_env(&api_env)?,
         ));
         let front = {
             let api = api.clone();
             let clock = clock.clone();
+            let chaos = api_chaos.clone();
             HttpFront::start(api_handler(move |req| {
                 let api = api.clone();
                 let now = clock.now();
-                async move { api::handle(&api, req, now).await }
+                let chaos = chaos.clone();
+                async move {
+                    let response = api::handle(&api, req, now).await;
+                    // The function ran to the end but died before its answer got out: API
+                    // Gateway answers 502 and the caller (a provider's push) sends it again.
+                    if chaos.lose_answer() {
+                        return crate::runner::chaos::gateway_error();
+                    }
+                    response
+                }
             }))
             .await?
         };
@@ -249,7 +284,7 @@ impl Pipeline {
             }
             env
         };
-        let sdk = &stack.sdk_config;
+        let sdk = &fn_sdk;
         let order_sync = if opts.shops.is_empty() {
             None
         } else {
@@ -298,9 +333,10 @@ impl Pipeline {
             NotifierConfig::from_env(&notifier_env)?,
         );
 
-        let sqs = aws_sdk_sqs::Client::new(sdk);
-        let streams = aws_sdk_dynamodbstreams::Client::new(sdk);
-        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+        // The runner's and the assertions' clients talk to moto directly.
+        let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config);
+        let streams = aws_sdk_dynamodbstreams::Client::new(&stack.sdk_config);
+        let dynamo = aws_sdk_dynamodb::Client::new(&stack.sdk_config);
         let src = &stack.event_sources;
         let tracking = SqsSource::for_queue(
             &sqs,
@@ -361,6 +397,9 @@ impl Pipeline {
             streams,
             dynamo,
             totals: Totals::default(),
+            tracker_chaos,
+            notifier_chaos,
+            api_chaos,
             dirty: false,
             last_enqueued: 0,
         };
@@ -565,13 +604,18 @@ impl Pipeline {
     async fn drain_tracking(&self) -> Result<crate::runner::sqs::SqsDrainReport, BoxError> {
         let tracker = &self.tracker;
         let clock = self.clock.clone();
+        let chaos = &self.tracker_chaos;
         let one = || {
             let clock = clock.clone();
             self.tracking.drain(
                 &self.sqs,
                 move |event| {
-                    let now = clock.now();
-                    async move { Ok(tracker::handle_batch(tracker, event, now).await) }
+                    let clock = clock.clone();
+                    let invoke = move |event| {
+                        let now = clock.now();
+                        async move { Ok(tracker::handle_batch(tracker, event, now).await) }
+                    };
+                    async move { chaos.invoke(&invoke, event).await }
                 },
                 10_000,
             )
@@ -612,14 +656,19 @@ impl Pipeline {
     pub async fn drain_stream(&mut self) -> Result<(usize, usize), BoxError> {
         let notifier = &self.notifier;
         let clock = self.clock.clone();
+        let chaos = &self.notifier_chaos;
         let d = self
             .stream
             .drain(
                 &self.streams,
                 &self.sqs,
                 |event| {
-                    let now = clock.now();
-                    async move { Ok(notifier::handle_batch(notifier, event, now).await) }
+                    let clock = clock.clone();
+                    let invoke = move |event| {
+                        let now = clock.now();
+                        async move { Ok(notifier::handle_batch(notifier, event, now).await) }
+                    };
+                    async move { chaos.invoke(&invoke, event).await }
                 },
                 10_000,
             )

@@ -359,6 +359,12 @@ fn function_env(stack: &LocalStack, sandbox: &Sandbox) -> Vec<(String, String)> 
     set(&mut env, "KDNIAO_EBUSINESS_ID", sandbox.ebusiness_id());
     set(&mut env, "KDNIAO_APP_KEY", sandbox.app_key());
     set(&mut env, "TRACKING_DLQ_URL", &stack.tracking_dlq_url);
+    // For `make redrive`: the notifier's stream on-failure destination.
+    set(
+        &mut env,
+        "NOTIFY_FAILURE_QUEUE_URL",
+        &stack.notify_failure_queue_url,
+    );
     set(
         &mut env,
         "KDNIAO_SUBSCRIBE_ENDPOINT",

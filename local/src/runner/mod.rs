@@ -6,6 +6,7 @@
 //!   retries, bisection and an on-failure SQS destination.
 //! - [`ScheduleTick`]: the event an EventBridge schedule rule delivers.
 
+pub mod chaos;
 pub mod http;
 pub mod sqs;
 pub mod stream;

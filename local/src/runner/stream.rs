@@ -781,6 +781,59 @@ impl StreamSource {
         serde_json::to_string(&body).map_err(RunnerError::OnFailureEncode)
     }
 
+    /// The records of one shard from `start` to `end` (sequence numbers, both included), as
+    /// Lambda delivers them: what an on-failure record (`DDBStreamBatchInfo`) points at. Records
+    /// older than the stream's retention (24 h) are gone: the answer is then shorter (or empty).
+    /// At most `max_calls` GetRecords calls.
+    pub async fn read_range(
+        &self,
+        streams: &aws_sdk_dynamodbstreams::Client,
+        shard_id: &str,
+        start: &str,
+        end: &str,
+        max_calls: usize,
+    ) -> Result<Vec<EventRecord>, RunnerError> {
+        let out = streams
+            .get_shard_iterator()
+            .stream_arn(&self.stream_arn)
+            .shard_id(shard_id)
+            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+            .sequence_number(start)
+            .send()
+            .await
+            .map_err(|e| RunnerError::streams("GetShardIterator", e))?;
+        let mut iterator = out.shard_iterator;
+        let mut records = Vec::new();
+        for _ in 0..max_calls {
+            let Some(it) = iterator.take() else { break };
+            let page = streams
+                .get_records()
+                .shard_iterator(it)
+                .limit(MAX_BATCH)
+                .send()
+                .await
+                .map_err(|e| RunnerError::streams("GetRecords", e))?;
+            let got = page.records.unwrap_or_default();
+            let empty = got.is_empty();
+            for record in got {
+                let event = self.to_event_record(record)?;
+                let seq = sequence_of(&event);
+                if seq_cmp(&seq, end) == std::cmp::Ordering::Greater {
+                    return Ok(records);
+                }
+                records.push(event);
+                if seq_cmp(&seq, end) == std::cmp::Ordering::Equal {
+                    return Ok(records);
+                }
+            }
+            if empty {
+                break;
+            }
+            iterator = page.next_shard_iterator;
+        }
+        Ok(records)
+    }
+
     /// Converts a `GetRecords` record into the record Lambda delivers.
     fn to_event_record(&self, record: Record) -> Result<EventRecord, RunnerError> {
         let malformed = |reason: &str| RunnerError::MalformedResponse {
@@ -839,6 +892,11 @@ impl StreamSource {
         });
         Ok(event_record)
     }
+}
+
+/// Sequence numbers are decimal strings of varying length: compare them as numbers.
+pub fn seq_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 fn sequence_of(record: &EventRecord) -> String {
