@@ -286,6 +286,17 @@ impl DueIndex for DynamoStore {
     }
 }
 
+/// A token unique to one claim attempt: process id, wall-clock nanoseconds and a counter.
+fn claim_token() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}-{nanos:x}-{n:x}", std::process::id())
+}
+
 impl Ledger for DynamoStore {
     async fn claim(
         &self,
@@ -296,6 +307,11 @@ impl Ledger for DynamoStore {
     ) -> Result<Claim, StoreError> {
         let stale =
             now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::minutes(5));
+        // This claim's owner token. When the write succeeds but its answer is lost, the SDK's
+        // retry sends the same request again: the condition recognises the claim as its own
+        // instead of reporting it in flight elsewhere (which would hold the send back until the
+        // claim goes stale).
+        let owner = claim_token();
         let res = self
             .client
             .put_item()
@@ -304,9 +320,12 @@ impl Ledger for DynamoStore {
             .item("sk", s(note))
             .item("state", s("sending"))
             .item("claimed_at", s(fmt_time(now)))
+            .item("owner", s(&owner))
             .condition_expression(
-                "attribute_not_exists(pk) OR #st = :failed OR (#st = :sending AND claimed_at < :stale)",
+                "attribute_not_exists(pk) OR #st = :failed OR (#st = :sending AND (claimed_at < :stale OR #owner = :owner))",
             )
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(&owner))
             .expression_attribute_names("#st", "state")
             .expression_attribute_values(":failed", s("failed"))
             .expression_attribute_values(":sending", s("sending"))
