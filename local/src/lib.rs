@@ -5,6 +5,7 @@ pub mod bench;
 pub mod checksim;
 pub mod clock;
 pub mod demo;
+pub mod faults;
 pub mod moto;
 pub mod pipeline;
 pub mod provision;

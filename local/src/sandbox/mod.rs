@@ -9,7 +9,10 @@
 //! - `GET /sandbox/waybills/{carrier}/{number}` — the journey, its truth statuses and what is
 //!   visible now.
 //! - `GET /sandbox/stats` — request counters.
+//!
+//! Any provider route can be made to fail a seeded share of its requests: see [`faults`].
 
+pub mod faults;
 pub mod journey;
 pub mod kdniao;
 pub mod kuaidi100;
@@ -145,6 +148,8 @@ pub(crate) struct Shared {
     pub(crate) kdniao_quota_exhausted: std::sync::atomic::AtomicBool,
     /// Kuaidi100 real-time query counters and 30-minute windows: see [`kuaidi100`].
     pub(crate) kuaidi100: kuaidi100::QueryState,
+    /// Seeded provider faults: see [`faults`].
+    pub(crate) faults: faults::FaultState,
 }
 
 fn key(carrier: &str, number: &str) -> WaybillKey {
@@ -228,6 +233,7 @@ impl Sandbox {
             push: push::Subscriptions::default(),
             kdniao_quota_exhausted: std::sync::atomic::AtomicBool::new(false),
             kuaidi100: kuaidi100::QueryState::default(),
+            faults: faults::FaultState::default(),
         });
         let app = router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -340,6 +346,11 @@ fn router(shared: Arc<Shared>) -> Router {
         .merge(orders::routes())
         .merge(push::routes())
         .merge(kuaidi100::routes())
+        // In front of every route: a faulted provider request never reaches its handler.
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            faults::inject,
+        ))
         .with_state(shared)
 }
 

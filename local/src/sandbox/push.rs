@@ -705,6 +705,17 @@ async fn send(http: &reqwest::Client, job: &Job) -> Result<(), String> {
     }
 }
 
+/// `body`, or its first half when the fault plan's `push_garbage` share draws this push: the
+/// receiver cannot verify a cut form (the signature or the JSON is missing), refuses it, and
+/// the push stays due until a later delivery is acknowledged.
+fn garbled(shared: &Shared, body: String) -> String {
+    if shared.faults.garble_next_push() {
+        super::faults::first_half(&body).to_owned()
+    } else {
+        body
+    }
+}
+
 /// The pushes due at the sandbox clock's now.
 fn due_jobs(shared: &Shared) -> Vec<Job> {
     let now = shared.clock.now();
@@ -760,7 +771,10 @@ fn due_jobs(shared: &Shared) -> Vec<Job> {
                     jobs.push(Job {
                         provider: PushProvider::Kuaidi100,
                         url: sub.callback_url.clone(),
-                        body: kuaidi100::build_push_form(&kuaidi100::push_param(&push), &salt),
+                        body: garbled(
+                            shared,
+                            kuaidi100::build_push_form(&kuaidi100::push_param(&push), &salt),
+                        ),
                         carries: vec![(key, pushed, ends)],
                     });
                 }
@@ -778,12 +792,15 @@ fn due_jobs(shared: &Shared) -> Vec<Job> {
             jobs.push(Job {
                 provider: PushProvider::Kdniao,
                 url: url.clone(),
-                body: kdniao_push::build_push_form(
-                    &cfg.ebusiness_id,
-                    &app_key,
-                    kdniao_push::PUSH_REQUEST_TYPE_MONITOR,
-                    now,
-                    &data,
+                body: garbled(
+                    shared,
+                    kdniao_push::build_push_form(
+                        &cfg.ebusiness_id,
+                        &app_key,
+                        kdniao_push::PUSH_REQUEST_TYPE_MONITOR,
+                        now,
+                        &data,
+                    ),
                 ),
                 carries: chunk
                     .iter()
@@ -1406,6 +1423,45 @@ mod tests {
         let r = sb.deliver_pushes(&http).await;
         assert_eq!((r.sent, r.acked), (2, 2), "{r:?}");
         assert_eq!(sb.push_stats().pushes_corrupted, 2);
+    }
+
+    #[tokio::test]
+    async fn garbled_pushes_are_refused_then_sent_again_whole() {
+        let (sb, clock) = sandbox(9).await;
+        let (base, rx) = receiver().await;
+        let http = reqwest::Client::new();
+        let j = sb.register_kind(JourneyKind::Delivered, "YTO", "YT1234567890123", t0());
+        sb.register_kind(JourneyKind::Delivered, "EMS", "1123456789012", t0());
+        kdniao_subscriber(&sb, &base, DEFAULT_APP_KEY)
+            .subscribe(&query("YTO", "YT1234567890123", None))
+            .await
+            .expect("sub");
+        kuaidi100_subscriber(&sb, &format!("{base}/push/kuaidi100"), sb.kuaidi100_key())
+            .subscribe(&query("EMS", "1123456789012", None))
+            .await
+            .expect("sub");
+        clock.set(j.steps[3].at + chrono::Duration::days(1));
+        sb.set_provider_faults(crate::sandbox::faults::ProviderFaults {
+            seed: 3,
+            push_garbage: 1.0,
+            ..Default::default()
+        });
+        let r = sb.deliver_pushes(&http).await;
+        assert_eq!((r.sent, r.failed, r.acked), (2, 2, 0), "{r:?}");
+        assert_eq!(rx.refused.lock().expect("lock").len(), 2);
+        assert!(rx.kdniao.lock().expect("lock").is_empty());
+        assert!(rx.kuaidi100.lock().expect("lock").is_empty());
+        // Still due: the next delivery, without faults, sends both again, whole.
+        sb.set_provider_faults(Default::default());
+        let r = sb.deliver_pushes(&http).await;
+        assert_eq!((r.sent, r.acked), (2, 2), "{r:?}");
+        assert_eq!(rx.kdniao.lock().expect("lock").len(), 1);
+        assert_eq!(rx.kuaidi100.lock().expect("lock").len(), 1);
+        let counts = sb.provider_fault_counts();
+        assert_eq!(counts.get("push.garbage"), Some(&2));
+        assert_eq!(counts.get("push.passed"), Some(&2));
+        // Acknowledged: nothing is due any more.
+        assert_eq!(sb.deliver_pushes(&http).await.sent, 0);
     }
 
     /// Every status a Kuaidi100 push built from a journey shows, read back with the shared
