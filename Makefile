@@ -55,7 +55,7 @@ MOTO_PORT    ?= 5005
 SANDBOX_PORT ?= 9101
 STACK_ENV    := .local/stack.env
 
-.PHONY: watch invoke invoke-scheduler invoke-order-sync dlq redrive shipments sms bench
+.PHONY: watch invoke invoke-scheduler invoke-order-sync dlq redrive shipments sms soak bench
 
 watch: setup ## serve the functions with cargo lambda watch on :9001, with the env `make stack` wrote
 	@test -f $(STACK_ENV) || { echo "no $(STACK_ENV): start 'make stack' in another terminal first" >&2; exit 1; }
@@ -74,6 +74,10 @@ invoke-order-sync: ## run order-sync under `make watch` as of now: pulls the ord
 	@mkdir -p .local
 	sed -E 's/"time": "[^"]*"/"time": "'"$$(date -u +%Y-%m-%dT%H:%M:%SZ)"'"/' events/order-sync/scheduled.json > .local/order-sync-now.json
 	cargo lambda invoke order-sync -A 127.0.0.1 -P $(WATCH_PORT) --data-file .local/order-sync-now.json
+
+SOAK_PARCELS ?= 2000
+soak: setup ## the soak: SOAK_PARCELS (2000) parcels under injected faults; lost = 0, duplicates = 0 or it fails (SOAK_ARGS= for more flags)
+	cargo run --quiet -p parcelwatch-local --bin soak -- --parcels $(SOAK_PARCELS) $(SOAK_ARGS)
 
 bench: setup ## figures: order-sync throughput and push-to-SMS latency on the local stack (release build)
 	cargo run --release --quiet -p parcelwatch-local --bin bench

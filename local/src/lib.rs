@@ -13,4 +13,5 @@ pub mod redrive;
 pub mod report;
 pub mod runner;
 pub mod sandbox;
+pub mod soak;
 pub mod stack;
