@@ -37,8 +37,9 @@ use std::time::Duration;
 
 use super::kuaidi100::KUAIDI100_QUERY_PATH;
 
-/// Largest provider request body the fault layer reads (real ones are a few kilobytes).
-const MAX_BODY: usize = 1024 * 1024;
+/// Largest provider request body the fault layer reads: axum's default body limit, which the
+/// handlers behind it apply anyway (real requests are a few kilobytes).
+const MAX_BODY: usize = 2 * 1024 * 1024;
 /// Pieces a slow body is cut into.
 const SLOW_CHUNKS: usize = 8;
 
