@@ -4,19 +4,29 @@
 //! waybill per 30 minutes). Every switch is logged (`provider failover`, with from, to and why)
 //! and counted as the `ProviderFailover` metric (EMF, dimensions From/To).
 //!
-//! A provider that throttles or runs out of quota with a stated wait (`retry_after`) is skipped
-//! by this process until the wait is over, so one throttled answer does not cost one wasted
-//! call per message for the rest of the batch.
+//! Two guards stand before every call (see [`crate::resilience`]):
+//! - a circuit breaker per provider (per container): consecutive failures open it for a cooldown
+//!   that doubles while probes keep failing; a provider that throttles or runs out of quota with
+//!   a stated wait (`retry_after`) opens it for that long at once, so one throttled answer does
+//!   not cost one wasted call per message for the rest of the batch. Each opening is logged
+//!   (`circuit open`) and counted (`CircuitOpen`, dimension Provider);
+//! - a token bucket per provider, shared by every container when a table is configured: no token,
+//!   next provider (`RateLimited`). When every provider is only short of a token, the call waits
+//!   for the earliest one (at most the configured wait), then gives up with "no provider
+//!   available" and the earliest time worth retrying, as it does when every provider asked to wait.
 
 use super::{Answer, ProviderError, RouteContext, TraceProvider, TraceQuery};
 use crate::domain::schedule::provider_requery_floor;
 use crate::domain::{Carrier, TraceSnapshot};
+use crate::resilience::breaker::MAX_STATED_WAIT;
+use crate::resilience::{
+    Acquire, Admission, BreakerConfig, Breakers, Limiter, RateLimiter, Tripped,
+};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
-use std::sync::Mutex;
 
-/// Longest a provider is skipped after it asked us to wait.
-const MAX_COOLDOWN: Duration = Duration::hours(12);
+/// Rounds of waiting for a rate-limit token within one query (each at most the earliest wait).
+const MAX_RATE_ROUNDS: u32 = 4;
 
 /// Ordered provider lists: per shop, per carrier, and the default.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,24 +122,49 @@ pub fn shop_of(order_ref: Option<&str>) -> Option<String> {
     (!platform.is_empty() && !shop.is_empty()).then(|| shop.to_string())
 }
 
-/// Several providers behind one [`TraceProvider`], asked in the order the routes give.
+/// Several providers behind one [`TraceProvider`], asked in the order the routes give, each
+/// behind its circuit breaker and rate limit.
 pub struct Failover<P> {
     members: Vec<P>,
     routes: ProviderRoutes,
-    cooldown: Mutex<HashMap<&'static str, DateTime<Utc>>>,
+    breakers: Breakers,
+    limiter: Limiter,
+    max_rate_wait: std::time::Duration,
 }
 
 impl<P: TraceProvider> Failover<P> {
+    /// Default breakers ([`BreakerConfig::default`]), no rate limits.
     pub fn new(members: Vec<P>, routes: ProviderRoutes) -> Self {
         Failover {
             members,
             routes,
-            cooldown: Mutex::new(HashMap::new()),
+            breakers: Breakers::new(BreakerConfig::default()),
+            limiter: Limiter::Unlimited,
+            max_rate_wait: std::time::Duration::ZERO,
         }
+    }
+
+    /// Breakers with these settings.
+    pub fn with_breakers(mut self, cfg: BreakerConfig) -> Self {
+        self.breakers = Breakers::new(cfg);
+        self
+    }
+
+    /// Take a token from `limiter` before each call; when every provider is short of one, wait
+    /// up to `max_wait` in all for the earliest.
+    pub fn with_limiter(mut self, limiter: Limiter, max_wait: std::time::Duration) -> Self {
+        self.limiter = limiter;
+        self.max_rate_wait = max_wait;
+        self
     }
 
     pub fn routes(&self) -> &ProviderRoutes {
         &self.routes
+    }
+
+    /// The providers' circuit breakers.
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
     }
 
     /// The configured members' names.
@@ -140,44 +175,24 @@ impl<P: TraceProvider> Failover<P> {
     fn member(&self, name: &str) -> Option<&P> {
         self.members.iter().find(|m| m.name() == name)
     }
-
-    fn cooling_until(&self, name: &str) -> Option<DateTime<Utc>> {
-        self.cooldown
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .copied()
-    }
-
-    fn cool_down(&self, name: &'static str, until: DateTime<Utc>) {
-        self.cooldown
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name, until);
-    }
 }
 
-/// Why a provider in the chain was not (successfully) used.
+/// Why a provider in the chain must not be asked at `now`, whatever its breaker and bucket say.
 fn skip_reason<P: TraceProvider>(
     f: &Failover<P>,
     name: &str,
     ctx: &RouteContext,
+    now: DateTime<Utc>,
 ) -> Option<(String, Option<DateTime<Utc>>)> {
     if f.member(name).is_none() {
         return Some((format!("{name} is not configured"), None));
-    }
-    if let Some(until) = f.cooling_until(name).filter(|u| *u > ctx.now) {
-        return Some((
-            format!("{name} asked us to wait until {until}"),
-            Some(until),
-        ));
     }
     if let (Some(floor), Some(last), Some(at)) = (
         provider_requery_floor(name),
         ctx.last_provider.as_deref(),
         ctx.last_checked,
     ) {
-        if last == name && at + floor > ctx.now {
+        if last == name && at + floor > now {
             return Some((
                 format!(
                     "{name} allows one query per waybill per {} min",
@@ -188,6 +203,14 @@ fn skip_reason<P: TraceProvider>(
         }
     }
     None
+}
+
+fn earlier(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+fn chrono_of(d: std::time::Duration) -> Duration {
+    Duration::from_std(d).unwrap_or(Duration::hours(12))
 }
 
 impl<P: TraceProvider> TraceProvider for Failover<P> {
@@ -209,91 +232,159 @@ impl<P: TraceProvider> TraceProvider for Failover<P> {
         ctx: &RouteContext,
     ) -> Result<Answer, ProviderError> {
         let chain = self.routes.chain(&q.id.carrier, ctx);
-        let mut failed: Option<(String, String)> = None;
-        let mut last_error: Option<ProviderError> = None;
-        let mut skipped: Vec<String> = Vec::new();
-        let mut earliest_retry: Option<DateTime<Utc>> = None;
-        let mut any_retryable = false;
-        for name in &chain {
-            if let Some((why, until)) = skip_reason(self, name, ctx) {
-                tracing::debug!(provider = %name, reason = %why, "provider skipped");
-                skipped.push(why);
-                if let Some(u) = until {
-                    earliest_retry = Some(earliest_retry.map_or(u, |e| e.min(u)));
+        let started = std::time::Instant::now();
+        let mut round: u32 = 0;
+        loop {
+            // Later rounds (after waiting for a token) see the time that passed.
+            let now = if round == 0 {
+                ctx.now
+            } else {
+                ctx.now + chrono_of(started.elapsed())
+            };
+            let mut failed: Option<(String, String)> = None;
+            let mut last_error: Option<ProviderError> = None;
+            let mut skipped: Vec<String> = Vec::new();
+            let mut earliest_retry: Option<DateTime<Utc>> = None;
+            let mut rate_wait: Option<std::time::Duration> = None;
+            let mut any_retryable = false;
+            for name in &chain {
+                if let Some((why, until)) = skip_reason(self, name, ctx, now) {
+                    tracing::debug!(provider = %name, reason = %why, "provider skipped");
+                    skipped.push(why);
+                    if let Some(u) = until {
+                        earliest_retry = earlier(earliest_retry, u);
+                    }
+                    continue;
                 }
-                continue;
+                let Some(p) = self.member(name) else { continue };
+                let admission = self.breakers.admit(p.name(), now);
+                if let Admission::Refused { until } = admission {
+                    let why = match until {
+                        Some(u) => format!("{name}'s circuit is open until {u}"),
+                        None => format!("{name}'s circuit is half-open and its probe is out"),
+                    };
+                    tracing::debug!(provider = %name, reason = %why, "provider skipped");
+                    skipped.push(why);
+                    if let Some(u) = until {
+                        earliest_retry = earlier(earliest_retry, u);
+                    }
+                    continue;
+                }
+                match self.limiter.acquire(p.name(), now).await {
+                    Ok(Acquire::Granted) => {}
+                    Ok(Acquire::Wait(wait)) => {
+                        if admission == Admission::Probe {
+                            self.breakers.release(p.name());
+                        }
+                        crate::metrics::count("RateLimited", &[("Provider", p.name())]);
+                        let why = format!(
+                            "{name} is at its rate limit (next token in {} ms)",
+                            wait.as_millis()
+                        );
+                        tracing::debug!(provider = %name, reason = %why, "provider skipped");
+                        skipped.push(why);
+                        rate_wait = Some(rate_wait.map_or(wait, |w| w.min(wait)));
+                        earliest_retry = earlier(earliest_retry, now + chrono_of(wait));
+                        continue;
+                    }
+                    // The limiter must not stop tracking: call without a token, and say so.
+                    Err(e) => {
+                        tracing::warn!(provider = %name, error = %e,
+                            "rate limiter unavailable; calling without a token");
+                        crate::metrics::count("RateLimiterError", &[("Provider", p.name())]);
+                    }
+                }
+                if let Some((from, why)) = &failed {
+                    tracing::warn!(from = %from, to = %name, reason = %why, shipment = %q.id,
+                        "provider failover");
+                    crate::metrics::count("ProviderFailover", &[("From", from), ("To", name)]);
+                }
+                match p.query(q).await {
+                    Ok(snapshot) => {
+                        self.breakers.success(p.name());
+                        return Ok(Answer {
+                            provider: p.name(),
+                            snapshot,
+                        });
+                    }
+                    Err(e) => {
+                        any_retryable |= e.is_retryable();
+                        if let ProviderError::Retryable { retry_after, .. } = &e {
+                            if let Some(wait) = retry_after {
+                                let until = now + chrono_of((*wait).min(MAX_STATED_WAIT));
+                                earliest_retry = earlier(earliest_retry, until);
+                            }
+                            if let Tripped::Opened { until, cooldown } =
+                                self.breakers.failure(p.name(), now, *retry_after)
+                            {
+                                tracing::warn!(provider = p.name(), until = %until,
+                                    cooldown_s = cooldown.as_secs(), error = %e, "circuit open");
+                                crate::metrics::count("CircuitOpen", &[("Provider", p.name())]);
+                            }
+                        } else {
+                            // A rejection of this query: the provider itself is answering.
+                            self.breakers.success(p.name());
+                        }
+                        crate::metrics::count("ProviderError", &[("Provider", p.name())]);
+                        failed = Some((p.name().to_string(), e.to_string()));
+                        last_error = Some(e);
+                    }
+                }
             }
-            let Some(p) = self.member(name) else { continue };
-            if let Some((from, why)) = &failed {
-                tracing::warn!(from = %from, to = %name, reason = %why, shipment = %q.id,
-                    "provider failover");
-                crate::metrics::count("ProviderFailover", &[("From", from), ("To", name)]);
+            // Nobody was asked and a token is near: wait for it, within the budget.
+            if let (None, Some(wait)) = (&last_error, rate_wait) {
+                if round < MAX_RATE_ROUNDS && started.elapsed() + wait <= self.max_rate_wait {
+                    round += 1;
+                    tracing::debug!(
+                        wait_ms = wait.as_millis() as u64,
+                        round,
+                        "waiting for a rate-limit token"
+                    );
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
             }
-            match p.query(q).await {
-                Ok(snapshot) => {
-                    return Ok(Answer {
-                        provider: p.name(),
-                        snapshot,
+            let retry_after = earliest_retry.and_then(|t| (t - now).to_std().ok());
+            return match last_error {
+                // Every provider asked failed for good: the last one's reason (the DLQ keeps it).
+                Some(e @ ProviderError::Permanent { .. })
+                    if !any_retryable && earliest_retry.is_none() =>
+                {
+                    Err(e)
+                }
+                // Someone may answer later: retry, after the earliest known wait if there is one.
+                Some(e) => {
+                    let provider = match &e {
+                        ProviderError::Retryable { provider, .. }
+                        | ProviderError::Permanent { provider, .. } => *provider,
+                    };
+                    Err(ProviderError::Retryable {
+                        provider,
+                        reason: match &failed {
+                            Some((from, why)) if chain.len() > 1 => {
+                                format!("every provider failed, last {from}: {why}")
+                            }
+                            _ => e.to_string(),
+                        },
+                        retry_after,
                     })
                 }
-                Err(e) => {
-                    any_retryable |= e.is_retryable();
-                    if let ProviderError::Retryable {
-                        retry_after: Some(wait),
-                        ..
-                    } = &e
-                    {
-                        let wait = Duration::from_std(*wait)
-                            .unwrap_or(MAX_COOLDOWN)
-                            .min(MAX_COOLDOWN);
-                        self.cool_down(p.name(), ctx.now + wait);
-                        earliest_retry =
-                            Some(earliest_retry.map_or(ctx.now + wait, |x| x.min(ctx.now + wait)));
-                    }
-                    crate::metrics::count("ProviderError", &[("Provider", p.name())]);
-                    failed = Some((p.name().to_string(), e.to_string()));
-                    last_error = Some(e);
-                }
-            }
-        }
-        match last_error {
-            // Every provider asked failed for good: the last one's reason (the DLQ keeps it).
-            Some(e @ ProviderError::Permanent { .. })
-                if !any_retryable && earliest_retry.is_none() =>
-            {
-                Err(e)
-            }
-            // Someone may answer later: retry, after the earliest known wait if there is one.
-            Some(e) => {
-                let provider = match &e {
-                    ProviderError::Retryable { provider, .. }
-                    | ProviderError::Permanent { provider, .. } => *provider,
-                };
-                Err(ProviderError::Retryable {
-                    provider,
-                    reason: match &failed {
-                        Some((from, why)) if chain.len() > 1 => {
-                            format!("every provider failed, last {from}: {why}")
+                // Nobody was asked: all skipped (circuit open, rate limit, re-query floor, not
+                // configured).
+                None => Err(ProviderError::Retryable {
+                    provider: "failover",
+                    reason: format!(
+                        "no provider available for {}: {}",
+                        q.id,
+                        if skipped.is_empty() {
+                            "none configured".to_string()
+                        } else {
+                            skipped.join("; ")
                         }
-                        _ => e.to_string(),
-                    },
-                    retry_after: earliest_retry.and_then(|t| (t - ctx.now).to_std().ok()),
-                })
-            }
-            // Nobody was asked: all skipped (cooling down, re-query floor, not configured).
-            None => Err(ProviderError::Retryable {
-                provider: "failover",
-                reason: format!(
-                    "no provider available for {}: {}",
-                    q.id,
-                    if skipped.is_empty() {
-                        "none configured".to_string()
-                    } else {
-                        skipped.join("; ")
-                    }
-                ),
-                retry_after: earliest_retry.and_then(|t| (t - ctx.now).to_std().ok()),
-            }),
+                    ),
+                    retry_after,
+                }),
+            };
         }
     }
 }
