@@ -20,7 +20,7 @@ use crate::domain::schedule::provider_requery_floor;
 use crate::domain::{Carrier, TraceSnapshot};
 use crate::resilience::breaker::MAX_STATED_WAIT;
 use crate::resilience::{
-    Acquire, Admission, BreakerConfig, Breakers, Limiter, RateLimiter, Tripped,
+    Acquire, Admission, BreakerConfig, Breakers, Jitter, Limiter, RateLimiter, Tripped,
 };
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
@@ -331,16 +331,19 @@ impl<P: TraceProvider> TraceProvider for Failover<P> {
                     }
                 }
             }
-            // Nobody was asked and a token is near: wait for it, within the budget.
+            // Nobody was asked and a token is near: wait for it (plus jitter, so that the
+            // containers waiting on one bucket do not all come back at the same instant), within
+            // the budget.
             if let (None, Some(wait)) = (&last_error, rate_wait) {
-                if round < MAX_RATE_ROUNDS && started.elapsed() + wait <= self.max_rate_wait {
+                let pause = wait + Jitter::from_entropy().full(wait);
+                if round < MAX_RATE_ROUNDS && started.elapsed() + pause <= self.max_rate_wait {
                     round += 1;
                     tracing::debug!(
-                        wait_ms = wait.as_millis() as u64,
+                        wait_ms = pause.as_millis() as u64,
                         round,
                         "waiting for a rate-limit token"
                     );
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             }
@@ -617,5 +620,126 @@ mod tests {
             .await
             .unwrap_err()
             .is_retryable());
+    }
+
+    #[tokio::test]
+    async fn consecutive_failures_open_the_circuit_and_a_failed_probe_doubles_its_cooldown() {
+        // kuaidi100 opens no circuit in any other test here (the counter is global).
+        let f = Failover::new(
+            vec![
+                Scripted::new("kuaidi100", Err((true, None))),
+                Scripted::new("kdniao", Ok(())),
+            ],
+            ProviderRoutes::parse("default=kuaidi100,kdniao").unwrap(),
+        )
+        .with_breakers(BreakerConfig {
+            failure_threshold: 3,
+            cooldown: std::time::Duration::from_secs(30),
+            max_cooldown: std::time::Duration::from_secs(600),
+        });
+        let dims = [("Provider", "kuaidi100")];
+        let before = crate::metrics::count_of("CircuitOpen", &dims);
+        for _ in 0..5 {
+            let a = f.query_routed(&q("YTO"), &ctx()).await.unwrap();
+            assert_eq!(a.provider, "kdniao");
+        }
+        assert_eq!(
+            f.members[0].calls.load(Ordering::SeqCst),
+            3,
+            "asked until the third failure in a row, then skipped"
+        );
+        assert_eq!(crate::metrics::count_of("CircuitOpen", &dims), before + 1);
+        // After the cooldown one probe goes through; it fails, so the circuit re-opens for 60 s.
+        let later = RouteContext {
+            now: now() + Duration::seconds(31),
+            ..ctx()
+        };
+        f.query_routed(&q("YTO"), &later).await.unwrap();
+        f.query_routed(&q("YTO"), &later).await.unwrap();
+        assert_eq!(f.members[0].calls.load(Ordering::SeqCst), 4, "one probe");
+        assert_eq!(crate::metrics::count_of("CircuitOpen", &dims), before + 2);
+        match f.breakers().state("kuaidi100") {
+            crate::resilience::breaker::BreakerState::Open { until, cooldown } => {
+                assert_eq!(cooldown, std::time::Duration::from_secs(60));
+                assert_eq!(until, now() + Duration::seconds(91));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_provider_out_of_tokens_hands_over_to_the_next() {
+        let f = Failover::new(
+            vec![
+                Scripted::new("kdniao", Ok(())),
+                Scripted::new("kuaidi100", Ok(())),
+            ],
+            ProviderRoutes::parse("default=kdniao,kuaidi100").unwrap(),
+        )
+        .with_limiter(
+            Limiter::Memory(crate::resilience::MemoryBucket::new(
+                crate::resilience::RateLimits::parse("kdniao=1/s:2").unwrap(),
+            )),
+            std::time::Duration::ZERO,
+        );
+        let answered: Vec<&str> = futures::future::join_all(
+            (0..4).map(|_| async { f.query_routed(&q("YTO"), &ctx()).await.unwrap().provider }),
+        )
+        .await;
+        assert_eq!(answered, ["kdniao", "kdniao", "kuaidi100", "kuaidi100"]);
+        assert_eq!(f.members[0].calls.load(Ordering::SeqCst), 2, "the burst");
+    }
+
+    #[tokio::test]
+    async fn when_every_provider_is_out_of_tokens_the_check_waits_or_is_put_off() {
+        let bucket = || {
+            Limiter::Memory(crate::resilience::MemoryBucket::new(
+                crate::resilience::RateLimits::parse("kdniao=1/s:1").unwrap(),
+            ))
+        };
+        let f = Failover::new(
+            vec![Scripted::new("kdniao", Ok(()))],
+            ProviderRoutes::parse("default=kdniao").unwrap(),
+        )
+        .with_limiter(bucket(), std::time::Duration::ZERO);
+        f.query_routed(&q("YTO"), &ctx()).await.unwrap();
+        match f.query_routed(&q("YTO"), &ctx()).await {
+            Err(ProviderError::Retryable {
+                provider,
+                reason,
+                retry_after,
+            }) => {
+                assert_eq!(provider, "failover");
+                assert!(reason.contains("rate limit"), "{reason}");
+                assert_eq!(retry_after, Some(std::time::Duration::from_secs(1)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(f.members[0].calls.load(Ordering::SeqCst), 1);
+
+        // With a wait allowed, the second call waits for the next token instead.
+        let g = Failover::new(
+            vec![Scripted::new("kdniao", Ok(()))],
+            ProviderRoutes::parse("default=kdniao").unwrap(),
+        )
+        .with_limiter(
+            Limiter::Memory(crate::resilience::MemoryBucket::new(
+                crate::resilience::RateLimits::parse("kdniao=10/s:1").unwrap(),
+            )),
+            std::time::Duration::from_secs(2),
+        );
+        g.query_routed(&q("YTO"), &ctx()).await.unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            g.query_routed(&q("YTO"), &ctx()).await.unwrap().provider,
+            "kdniao"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= std::time::Duration::from_millis(100)
+                && waited < std::time::Duration::from_secs(2),
+            "{waited:?}"
+        );
+        assert_eq!(g.members[0].calls.load(Ordering::SeqCst), 2);
     }
 }

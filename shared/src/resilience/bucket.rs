@@ -323,12 +323,14 @@ impl DynamoBucket {
         prev: Option<Stored>,
     ) -> Result<Stored, WriteError> {
         let version = prev.map_or(1, |p| p.version + 1);
+        // Stored to the micro-token, rounded down: rounding never creates a token.
+        let tokens = format!("{:.6}", (next.tokens * 1e6).floor() / 1e6);
         let req = self
             .client
             .put_item()
             .table_name(&self.table)
             .item("pk", AttributeValue::S(Self::pk(provider)))
-            .item("tokens", AttributeValue::N(format!("{:.6}", next.tokens)))
+            .item("tokens", AttributeValue::N(tokens.clone()))
             .item("ts", AttributeValue::N(next.ts_ms.to_string()))
             .item("v", AttributeValue::N(version.to_string()))
             .item(
@@ -346,7 +348,7 @@ impl DynamoBucket {
             Ok(_) => Ok(Stored {
                 // What was written, as a reader will parse it.
                 state: BucketState {
-                    tokens: format!("{:.6}", next.tokens).parse().unwrap_or(next.tokens),
+                    tokens: tokens.parse().unwrap_or(next.tokens),
                     ts_ms: next.ts_ms,
                 },
                 version,
@@ -376,8 +378,14 @@ impl RateLimiter for DynamoBucket {
             };
             match limit.take(current.map(|s| s.state), now_ms) {
                 // Others only ever take tokens, so a wait computed from an older view is never
-                // shorter than the true one.
-                Err(wait) => return Ok(Acquire::Wait(wait)),
+                // shorter than the true one. The view is kept: after the wait this container
+                // tries its write at once, on equal terms with the others.
+                Err(wait) => {
+                    if let Some(stored) = current {
+                        self.remember(provider, stored);
+                    }
+                    return Ok(Acquire::Wait(wait));
+                }
                 Ok(next) => match self.write(provider, next, current).await {
                     Ok(stored) => {
                         self.remember(provider, stored);
