@@ -10,10 +10,12 @@
 //!   a stated wait (`retry_after`) opens it for that long at once, so one throttled answer does
 //!   not cost one wasted call per message for the rest of the batch. Each opening is logged
 //!   (`circuit open`) and counted (`CircuitOpen`, dimension Provider);
-//! - a token bucket per provider, shared by every container when a table is configured: no token,
-//!   next provider (`RateLimited`). When every provider is only short of a token, the call waits
-//!   for the earliest one (at most the configured wait), then gives up with "no provider
-//!   available" and the earliest time worth retrying, as it does when every provider asked to wait.
+//! - a token bucket per provider, shared by every container when a table is configured. A
+//!   provider short of a token is waited for while the query's wait budget lasts (the configured
+//!   order is kept when the wait is short), then skipped for the next (`RateLimited`). When no
+//!   provider could be asked, the query gives up with "no provider available" (provider
+//!   [`NONE_ASKED`]) and the earliest time worth retrying, as it does when every provider asked to
+//!   wait, and the tracker moves the check out to then.
 
 use super::{Answer, ProviderError, RouteContext, TraceProvider, TraceQuery};
 use crate::domain::schedule::provider_requery_floor;
@@ -25,7 +27,12 @@ use crate::resilience::{
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 
-/// Rounds of waiting for a rate-limit token within one query (each at most the earliest wait).
+/// The `provider` of the error returned when no provider was asked at all: every one was held
+/// back (circuit open, out of rate-limit tokens, re-query floor) or none is configured. Its
+/// `retry_after`, when set, is the earliest time one of them may be asked.
+pub const NONE_ASKED: &str = "failover";
+
+/// Waits for one provider's rate-limit token within one query, at most.
 const MAX_RATE_ROUNDS: u32 = 4;
 
 /// Ordered provider lists: per shop, per carrier, and the default.
@@ -232,162 +239,170 @@ impl<P: TraceProvider> TraceProvider for Failover<P> {
         ctx: &RouteContext,
     ) -> Result<Answer, ProviderError> {
         let chain = self.routes.chain(&q.id.carrier, ctx);
+        let now = ctx.now;
         let started = std::time::Instant::now();
-        let mut round: u32 = 0;
-        loop {
-            // Later rounds (after waiting for a token) see the time that passed.
-            let now = if round == 0 {
-                ctx.now
-            } else {
-                ctx.now + chrono_of(started.elapsed())
-            };
-            let mut failed: Option<(String, String)> = None;
-            let mut last_error: Option<ProviderError> = None;
-            let mut skipped: Vec<String> = Vec::new();
-            let mut earliest_retry: Option<DateTime<Utc>> = None;
-            let mut rate_wait: Option<std::time::Duration> = None;
-            let mut any_retryable = false;
-            for name in &chain {
-                if let Some((why, until)) = skip_reason(self, name, ctx, now) {
-                    tracing::debug!(provider = %name, reason = %why, "provider skipped");
-                    skipped.push(why);
-                    if let Some(u) = until {
-                        earliest_retry = earlier(earliest_retry, u);
-                    }
-                    continue;
+        let mut failed: Option<(String, String)> = None;
+        let mut last_error: Option<ProviderError> = None;
+        let mut skipped: Vec<String> = Vec::new();
+        let mut earliest_retry: Option<DateTime<Utc>> = None;
+        let mut any_retryable = false;
+        for name in &chain {
+            if let Some((why, until)) = skip_reason(self, name, ctx, now) {
+                tracing::debug!(provider = %name, reason = %why, "provider skipped");
+                skipped.push(why);
+                if let Some(u) = until {
+                    earliest_retry = earlier(earliest_retry, u);
                 }
-                let Some(p) = self.member(name) else { continue };
-                let admission = self.breakers.admit(p.name(), now);
-                if let Admission::Refused { until } = admission {
-                    let why = match until {
-                        Some(u) => format!("{name}'s circuit is open until {u}"),
-                        None => format!("{name}'s circuit is half-open and its probe is out"),
-                    };
-                    tracing::debug!(provider = %name, reason = %why, "provider skipped");
-                    skipped.push(why);
-                    if let Some(u) = until {
-                        earliest_retry = earlier(earliest_retry, u);
-                    }
-                    continue;
+                continue;
+            }
+            let Some(p) = self.member(name) else { continue };
+            let admission = self.breakers.admit(p.name(), now);
+            if let Admission::Refused { until } = admission {
+                let why = match until {
+                    Some(u) => format!("{name}'s circuit is open until {u}"),
+                    None => format!("{name}'s circuit is half-open and its probe is out"),
+                };
+                tracing::debug!(provider = %name, reason = %why, "provider skipped");
+                skipped.push(why);
+                if let Some(u) = until {
+                    earliest_retry = earlier(earliest_retry, u);
                 }
-                match self.limiter.acquire(p.name(), now).await {
-                    Ok(Acquire::Granted) => {}
-                    Ok(Acquire::Wait(wait)) => {
-                        if admission == Admission::Probe {
-                            self.breakers.release(p.name());
+                continue;
+            }
+            if let Some(wait) = self.take_token(p.name(), started).await {
+                if admission == Admission::Probe {
+                    self.breakers.release(p.name());
+                }
+                crate::metrics::count("RateLimited", &[("Provider", p.name())]);
+                let why = format!(
+                    "{name} is at its rate limit (next token in {} ms)",
+                    wait.as_millis()
+                );
+                tracing::debug!(provider = %name, reason = %why, "provider skipped");
+                skipped.push(why);
+                // Relative to the tracker's `now`, like every other wait here.
+                earliest_retry = earlier(earliest_retry, now + chrono_of(wait));
+                continue;
+            }
+            if let Some((from, why)) = &failed {
+                tracing::warn!(from = %from, to = %name, reason = %why, shipment = %q.id,
+                    "provider failover");
+                crate::metrics::count("ProviderFailover", &[("From", from), ("To", name)]);
+            }
+            match p.query(q).await {
+                Ok(snapshot) => {
+                    self.breakers.success(p.name());
+                    return Ok(Answer {
+                        provider: p.name(),
+                        snapshot,
+                    });
+                }
+                Err(e) => {
+                    any_retryable |= e.is_retryable();
+                    if let ProviderError::Retryable { retry_after, .. } = &e {
+                        if let Some(wait) = retry_after {
+                            let until = now + chrono_of((*wait).min(MAX_STATED_WAIT));
+                            earliest_retry = earlier(earliest_retry, until);
                         }
-                        crate::metrics::count("RateLimited", &[("Provider", p.name())]);
-                        let why = format!(
-                            "{name} is at its rate limit (next token in {} ms)",
-                            wait.as_millis()
-                        );
-                        tracing::debug!(provider = %name, reason = %why, "provider skipped");
-                        skipped.push(why);
-                        rate_wait = Some(rate_wait.map_or(wait, |w| w.min(wait)));
-                        earliest_retry = earlier(earliest_retry, now + chrono_of(wait));
-                        continue;
-                    }
-                    // The limiter must not stop tracking: call without a token, and say so.
-                    Err(e) => {
-                        tracing::warn!(provider = %name, error = %e,
-                            "rate limiter unavailable; calling without a token");
-                        crate::metrics::count("RateLimiterError", &[("Provider", p.name())]);
-                    }
-                }
-                if let Some((from, why)) = &failed {
-                    tracing::warn!(from = %from, to = %name, reason = %why, shipment = %q.id,
-                        "provider failover");
-                    crate::metrics::count("ProviderFailover", &[("From", from), ("To", name)]);
-                }
-                match p.query(q).await {
-                    Ok(snapshot) => {
+                        if let Tripped::Opened { until, cooldown } =
+                            self.breakers.failure(p.name(), now, *retry_after)
+                        {
+                            tracing::warn!(provider = p.name(), until = %until,
+                                cooldown_s = cooldown.as_secs(), error = %e, "circuit open");
+                            crate::metrics::count("CircuitOpen", &[("Provider", p.name())]);
+                        }
+                    } else {
+                        // A rejection of this query: the provider itself is answering.
                         self.breakers.success(p.name());
-                        return Ok(Answer {
-                            provider: p.name(),
-                            snapshot,
-                        });
                     }
-                    Err(e) => {
-                        any_retryable |= e.is_retryable();
-                        if let ProviderError::Retryable { retry_after, .. } = &e {
-                            if let Some(wait) = retry_after {
-                                let until = now + chrono_of((*wait).min(MAX_STATED_WAIT));
-                                earliest_retry = earlier(earliest_retry, until);
-                            }
-                            if let Tripped::Opened { until, cooldown } =
-                                self.breakers.failure(p.name(), now, *retry_after)
-                            {
-                                tracing::warn!(provider = p.name(), until = %until,
-                                    cooldown_s = cooldown.as_secs(), error = %e, "circuit open");
-                                crate::metrics::count("CircuitOpen", &[("Provider", p.name())]);
-                            }
-                        } else {
-                            // A rejection of this query: the provider itself is answering.
-                            self.breakers.success(p.name());
-                        }
-                        crate::metrics::count("ProviderError", &[("Provider", p.name())]);
-                        failed = Some((p.name().to_string(), e.to_string()));
-                        last_error = Some(e);
-                    }
+                    crate::metrics::count("ProviderError", &[("Provider", p.name())]);
+                    failed = Some((p.name().to_string(), e.to_string()));
+                    last_error = Some(e);
                 }
             }
-            // Nobody was asked and a token is near: wait for it (plus jitter, so that the
-            // containers waiting on one bucket do not all come back at the same instant), within
-            // the budget.
-            if let (None, Some(wait)) = (&last_error, rate_wait) {
-                let pause = wait + Jitter::from_entropy().full(wait);
-                if round < MAX_RATE_ROUNDS && started.elapsed() + pause <= self.max_rate_wait {
-                    round += 1;
+        }
+        let retry_after = earliest_retry.and_then(|t| (t - now).to_std().ok());
+        match last_error {
+            // Every provider asked failed for good: the last one's reason (the DLQ keeps it).
+            Some(e @ ProviderError::Permanent { .. })
+                if !any_retryable && earliest_retry.is_none() =>
+            {
+                Err(e)
+            }
+            // Someone may answer later: retry, after the earliest known wait if there is one.
+            Some(e) => {
+                let provider = match &e {
+                    ProviderError::Retryable { provider, .. }
+                    | ProviderError::Permanent { provider, .. } => *provider,
+                };
+                Err(ProviderError::Retryable {
+                    provider,
+                    reason: match &failed {
+                        Some((from, why)) if chain.len() > 1 => {
+                            format!("every provider failed, last {from}: {why}")
+                        }
+                        _ => e.to_string(),
+                    },
+                    retry_after,
+                })
+            }
+            // Nobody was asked: all skipped (circuit open, rate limit, re-query floor, not
+            // configured).
+            None => Err(ProviderError::Retryable {
+                provider: NONE_ASKED,
+                reason: format!(
+                    "no provider available for {}: {}",
+                    q.id,
+                    if skipped.is_empty() {
+                        "none configured".to_string()
+                    } else {
+                        skipped.join("; ")
+                    }
+                ),
+                retry_after,
+            }),
+        }
+    }
+}
+
+impl<P: TraceProvider> Failover<P> {
+    /// Take a token for `name`, waiting for one (with jitter, so that the containers waiting on
+    /// one bucket do not all come back at the same instant) while this query's wait budget
+    /// allows; `None` when taken, else how long until the next one. The bucket runs on the wall
+    /// clock, not on the tracker's `now`: providers count their limits in real seconds, and
+    /// `now` is the batch's start (and a simulated time in the local stack). A limiter that
+    /// cannot be reached does not stop tracking: the call goes ahead without a token, logged
+    /// and counted.
+    async fn take_token(
+        &self,
+        name: &'static str,
+        started: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        let mut jitter: Option<Jitter> = None;
+        let mut rounds = 0;
+        loop {
+            match self.limiter.acquire(name, Utc::now()).await {
+                Ok(Acquire::Granted) => return None,
+                Ok(Acquire::Wait(wait)) => {
+                    let pause = wait + jitter.get_or_insert_with(Jitter::from_entropy).full(wait);
+                    rounds += 1;
+                    if rounds > MAX_RATE_ROUNDS || started.elapsed() + pause > self.max_rate_wait {
+                        return Some(wait);
+                    }
                     tracing::debug!(
+                        provider = name,
                         wait_ms = pause.as_millis() as u64,
-                        round,
                         "waiting for a rate-limit token"
                     );
                     tokio::time::sleep(pause).await;
-                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(provider = name, error = %e,
+                        "rate limiter unavailable; calling without a token");
+                    crate::metrics::count("RateLimiterError", &[("Provider", name)]);
+                    return None;
                 }
             }
-            let retry_after = earliest_retry.and_then(|t| (t - now).to_std().ok());
-            return match last_error {
-                // Every provider asked failed for good: the last one's reason (the DLQ keeps it).
-                Some(e @ ProviderError::Permanent { .. })
-                    if !any_retryable && earliest_retry.is_none() =>
-                {
-                    Err(e)
-                }
-                // Someone may answer later: retry, after the earliest known wait if there is one.
-                Some(e) => {
-                    let provider = match &e {
-                        ProviderError::Retryable { provider, .. }
-                        | ProviderError::Permanent { provider, .. } => *provider,
-                    };
-                    Err(ProviderError::Retryable {
-                        provider,
-                        reason: match &failed {
-                            Some((from, why)) if chain.len() > 1 => {
-                                format!("every provider failed, last {from}: {why}")
-                            }
-                            _ => e.to_string(),
-                        },
-                        retry_after,
-                    })
-                }
-                // Nobody was asked: all skipped (circuit open, rate limit, re-query floor, not
-                // configured).
-                None => Err(ProviderError::Retryable {
-                    provider: "failover",
-                    reason: format!(
-                        "no provider available for {}: {}",
-                        q.id,
-                        if skipped.is_empty() {
-                            "none configured".to_string()
-                        } else {
-                            skipped.join("; ")
-                        }
-                    ),
-                    retry_after,
-                }),
-            };
         }
     }
 }
@@ -711,7 +726,13 @@ mod tests {
             }) => {
                 assert_eq!(provider, "failover");
                 assert!(reason.contains("rate limit"), "{reason}");
-                assert_eq!(retry_after, Some(std::time::Duration::from_secs(1)));
+                // One token a second on the wall clock: the next one within the second.
+                let wait = retry_after.unwrap();
+                assert!(
+                    wait > std::time::Duration::from_millis(900)
+                        && wait <= std::time::Duration::from_secs(1),
+                    "{wait:?}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -741,5 +762,29 @@ mod tests {
             "{waited:?}"
         );
         assert_eq!(g.members[0].calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_short_wait_for_the_first_choice_keeps_the_configured_order() {
+        let f = Failover::new(
+            vec![
+                Scripted::new("kdniao", Ok(())),
+                Scripted::new("kuaidi100", Ok(())),
+            ],
+            ProviderRoutes::parse("default=kdniao,kuaidi100").unwrap(),
+        )
+        .with_limiter(
+            Limiter::Memory(crate::resilience::MemoryBucket::new(
+                crate::resilience::RateLimits::parse("kdniao=20/s:1").unwrap(),
+            )),
+            std::time::Duration::from_secs(1),
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                f.query_routed(&q("YTO"), &ctx()).await.unwrap().provider,
+                "kdniao"
+            );
+        }
+        assert_eq!(f.members[1].calls.load(Ordering::SeqCst), 0);
     }
 }
