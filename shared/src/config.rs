@@ -169,6 +169,18 @@ pub struct TrackerConfig {
     pub taobao: Option<crate::providers::taobao::TaobaoConfig>,
     /// Which providers serve which shipments, in order (`PROVIDER_ROUTES`).
     pub routes: crate::providers::failover::ProviderRoutes,
+    /// Calls per second and burst per provider (`PROVIDER_RATE_LIMITS`, default
+    /// [`crate::resilience::RateLimits::default`]; `none` for no limits).
+    pub rate_limits: crate::resilience::RateLimits,
+    /// The DynamoDB table of the token buckets shared by every container (`RATE_LIMIT_TABLE`);
+    /// without it each container keeps the limits on its own.
+    pub rate_limit_table: Option<String>,
+    /// How long one check may wait for a token when every provider is short of one
+    /// (`RATE_LIMIT_MAX_WAIT_MS`, default 1000); past it the check is retried later.
+    pub rate_limit_max_wait: Duration,
+    /// The providers' circuit breakers (`BREAKER_FAILURES` default 5, `BREAKER_COOLDOWN_SECS`
+    /// default 30, `BREAKER_MAX_COOLDOWN_SECS` default 600).
+    pub breaker: crate::resilience::BreakerConfig,
 }
 
 impl TrackerConfig {
@@ -204,6 +216,34 @@ impl TrackerConfig {
                 }
                 None => crate::providers::failover::ProviderRoutes::default(),
             },
+            rate_limits: match env.get("PROVIDER_RATE_LIMITS") {
+                Some(spec) => crate::resilience::RateLimits::parse(&spec).map_err(|reason| {
+                    ConfigError::Invalid {
+                        name: "PROVIDER_RATE_LIMITS",
+                        reason,
+                    }
+                })?,
+                None => crate::resilience::RateLimits::default(),
+            },
+            rate_limit_table: env.get("RATE_LIMIT_TABLE"),
+            rate_limit_max_wait: Duration::from_millis(parsed(
+                env,
+                "RATE_LIMIT_MAX_WAIT_MS",
+                1000u64,
+            )?),
+            breaker: {
+                let cooldown = Duration::from_secs(parsed(env, "BREAKER_COOLDOWN_SECS", 30u64)?);
+                crate::resilience::BreakerConfig {
+                    failure_threshold: parsed(env, "BREAKER_FAILURES", 5u32)?.max(1),
+                    cooldown,
+                    max_cooldown: Duration::from_secs(parsed(
+                        env,
+                        "BREAKER_MAX_COOLDOWN_SECS",
+                        600u64,
+                    )?)
+                    .max(cooldown),
+                }
+            },
         })
     }
 }
@@ -225,5 +265,57 @@ impl NotifierConfig {
             max_attempts: parsed(env, "NOTIFY_MAX_ATTEMPTS", 3u32)?.max(1),
             base_backoff: Duration::from_millis(parsed(env, "NOTIFY_BACKOFF_MS", 200u64)?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn tracker_env(extra: &[(&str, &str)]) -> HashMap<String, String> {
+        [
+            ("KDNIAO_EBUSINESS_ID", "1234"),
+            ("KDNIAO_APP_KEY", "k"),
+            ("TRACKING_DLQ_URL", "http://dlq"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn resilience_settings_default_and_parse() {
+        let d = TrackerConfig::from_env(&tracker_env(&[])).unwrap();
+        assert_eq!(d.rate_limits, crate::resilience::RateLimits::default());
+        assert_eq!(d.rate_limit_table, None);
+        assert_eq!(d.rate_limit_max_wait, Duration::from_secs(1));
+        assert_eq!(d.breaker, crate::resilience::BreakerConfig::default());
+
+        let c = TrackerConfig::from_env(&tracker_env(&[
+            ("PROVIDER_RATE_LIMITS", "kdniao=2/s:4"),
+            ("RATE_LIMIT_TABLE", "rate"),
+            ("RATE_LIMIT_MAX_WAIT_MS", "250"),
+            ("BREAKER_FAILURES", "3"),
+            ("BREAKER_COOLDOWN_SECS", "900"),
+            ("BREAKER_MAX_COOLDOWN_SECS", "60"),
+        ]))
+        .unwrap();
+        assert_eq!(c.rate_limits.get("kdniao").map(|l| l.burst), Some(4));
+        assert_eq!(c.rate_limits.get("taobao"), None);
+        assert_eq!(c.rate_limit_table.as_deref(), Some("rate"));
+        assert_eq!(c.rate_limit_max_wait, Duration::from_millis(250));
+        assert_eq!(c.breaker.failure_threshold, 3);
+        assert_eq!(
+            c.breaker.max_cooldown,
+            Duration::from_secs(900),
+            "never below the first cooldown"
+        );
+
+        match TrackerConfig::from_env(&tracker_env(&[("PROVIDER_RATE_LIMITS", "kdniao=fast")])) {
+            Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, "PROVIDER_RATE_LIMITS"),
+            other => panic!("{other:?}"),
+        }
     }
 }

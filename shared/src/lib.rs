@@ -8,6 +8,7 @@ pub mod notify;
 pub mod orders;
 pub mod providers;
 pub mod queue;
+pub mod resilience;
 pub mod store;
 pub mod telemetry;
 pub mod tracking;

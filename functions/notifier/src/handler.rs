@@ -7,6 +7,7 @@ use parcelwatch::config::NotifierConfig;
 use parcelwatch::domain::templates::render;
 use parcelwatch::domain::{fmt_time, Shipment, Status, Transition};
 use parcelwatch::notify::{PublishError, Publisher};
+use parcelwatch::resilience::{retry, RetryPolicy};
 use parcelwatch::store::{note_sk, Claim, Ledger, ShipmentRecord, StoreError};
 use serde::Serialize;
 use std::time::Duration;
@@ -14,6 +15,16 @@ use tracing::Instrument;
 
 /// A claim older than this that never completed belongs to a sender that died: claim it again.
 const STALE_CLAIM: Duration = Duration::from_secs(300);
+/// One channel's sends, retries included, start within this (the function's timeout is 30 s).
+const SEND_BUDGET: Duration = Duration::from_secs(10);
+/// Recording a sent message in the ledger: a few quick tries (the ledger condition is only ever
+/// lost to a stale re-claim, which a retry cannot fix: that is not retried).
+const LEDGER_POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 4,
+    base: Duration::from_millis(50),
+    max_delay: Duration::from_millis(800),
+    max_total: Duration::from_secs(3),
+};
 
 pub struct Notifier<L, P> {
     pub ledger: L,
@@ -175,30 +186,41 @@ where
         Claim::InFlight => return Err(RecordError::InFlight(note.to_string())),
         Claim::Claimed => {}
     }
-    let attempts = n.cfg.max_attempts.max(1);
-    let mut last_err = None;
-    for attempt in 0..attempts {
-        match send().await {
-            Ok(message_id) => {
-                n.ledger
-                    .complete(&shipment.id, note, &message_id, now)
-                    .await?;
-                tracing::info!(channel, note, %message_id, attempt, to = ?shipment.recipient.phone, "notification sent");
-                return Ok(());
+    let policy = send_policy(&n.cfg);
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let sent = retry(&policy, PublishError::is_retryable, || {
+        let attempt = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let send = &send;
+        async move {
+            let out = send().await;
+            if let Err(e) = &out {
+                tracing::warn!(channel, error = %e, attempt, retryable = e.is_retryable(), "send failed");
             }
-            Err(e) if e.is_retryable() && attempt + 1 < attempts => {
-                let wait = backoff(n.cfg.base_backoff, attempt, note);
-                tracing::warn!(channel, error = %e, attempt, wait_ms = wait.as_millis() as u64, "send failed; retrying");
-                tokio::time::sleep(wait).await;
-                last_err = Some(e);
-            }
-            Err(e) => {
-                last_err = Some(e);
-                break;
-            }
+            out
         }
-    }
-    let source = last_err.unwrap_or_else(|| PublishError::Retryable("no attempt made".into()));
+    })
+    .await;
+    let attempts = attempts.into_inner();
+    let source = match sent {
+        Ok(message_id) => {
+            // SNS has the message: from here a lost ledger write is the one way to a duplicate
+            // (the claim goes stale and a redelivery sends again), so the write is retried.
+            let transient = |e: &StoreError| matches!(e, StoreError::Retryable(_));
+            let recorded = retry(&LEDGER_POLICY, transient, || {
+                n.ledger.complete(&shipment.id, note, &message_id, now)
+            })
+            .await;
+            if let Err(e) = recorded {
+                tracing::error!(channel, note, %message_id, error = %e,
+                    "sent, but the ledger write failed; a redelivery after the stale-claim time may send it again");
+                parcelwatch::metrics::count("LedgerCompleteFailed", &[("Channel", channel)]);
+                return Err(e.into());
+            }
+            tracing::info!(channel, note, %message_id, attempts, to = ?shipment.recipient.phone, "notification sent");
+            return Ok(());
+        }
+        Err(e) => e,
+    };
     // Free the claim so a redelivery may send it; if this write fails the claim goes stale and is
     // re-claimable after STALE_CLAIM anyway.
     if let Err(e) = n
@@ -215,22 +237,15 @@ where
     })
 }
 
-/// Exponential back-off with "full jitter" drawn from a hash of the note and the clock.
-fn backoff(base: Duration, attempt: u32, note: &str) -> Duration {
-    let cap = base.saturating_mul(1 << attempt.min(6));
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in note.bytes().chain(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-            .to_le_bytes(),
-    ) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+/// The send retries: `max_attempts` in all, waits with full jitter from `base_backoff` doubling
+/// up to 64 × `base_backoff`, and none starting later than [`SEND_BUDGET`] after the first.
+fn send_policy(cfg: &NotifierConfig) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: cfg.max_attempts.max(1),
+        base: cfg.base_backoff,
+        max_delay: cfg.base_backoff.saturating_mul(64),
+        max_total: SEND_BUDGET,
     }
-    let ms = cap.as_millis().max(1) as u64;
-    Duration::from_millis(ms / 2 + h % (ms / 2 + 1))
 }
 
 #[cfg(test)]
@@ -421,16 +436,80 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_stays_within_its_cap() {
-        let base = Duration::from_millis(200);
-        for attempt in 0..4 {
-            let cap = 200u64 << attempt;
-            let w = backoff(base, attempt, "NOTE#x").as_millis() as u64;
-            assert!(
-                w >= cap / 2 && w <= cap,
-                "attempt {attempt}: {w} not in [{}, {cap}]",
-                cap / 2
-            );
+    fn send_retries_follow_the_configured_attempts_and_back_off() {
+        let p = send_policy(&NotifierConfig {
+            max_attempts: 0,
+            base_backoff: Duration::from_millis(200),
+            ..notifier(false).cfg
+        });
+        assert_eq!(p.max_attempts, 1, "at least one attempt");
+        assert_eq!(p.delay_cap(1), Duration::from_millis(200));
+        assert_eq!(p.delay_cap(3), Duration::from_millis(800));
+        assert_eq!(p.delay_cap(20), Duration::from_millis(12_800), "capped");
+        assert_eq!(p.max_total, SEND_BUDGET);
+    }
+
+    /// A ledger whose first `fail_complete` completions fail transiently.
+    struct FlakyLedger {
+        inner: MemoryStore,
+        fail_complete: Mutex<u32>,
+    }
+    impl Ledger for FlakyLedger {
+        async fn claim(
+            &self,
+            id: &parcelwatch::domain::ShipmentId,
+            note: &str,
+            now: DateTime<Utc>,
+            stale_after: Duration,
+        ) -> Result<Claim, StoreError> {
+            self.inner.claim(id, note, now, stale_after).await
         }
+        async fn complete(
+            &self,
+            id: &parcelwatch::domain::ShipmentId,
+            note: &str,
+            message_id: &str,
+            now: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            {
+                let mut f = self.fail_complete.lock().unwrap();
+                if *f > 0 {
+                    *f -= 1;
+                    return Err(StoreError::Retryable(
+                        "ProvisionedThroughputExceeded".into(),
+                    ));
+                }
+            }
+            self.inner.complete(id, note, message_id, now).await
+        }
+        async fn release(
+            &self,
+            id: &parcelwatch::domain::ShipmentId,
+            note: &str,
+            reason: &str,
+        ) -> Result<(), StoreError> {
+            self.inner.release(id, note, reason).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ledger_write_that_fails_after_the_send_is_retried_so_a_redelivery_sends_nothing() {
+        let base = notifier(false);
+        let n = Notifier {
+            ledger: FlakyLedger {
+                inner: MemoryStore::new(4),
+                fail_complete: Mutex::new(2),
+            },
+            publisher: base.publisher,
+            cfg: base.cfg,
+        };
+        let ev = include_str!("../../../events/notifier/transition.json");
+        let resp = handle_batch(&n, event(ev), now()).await;
+        assert!(resp.batch_item_failures.is_empty());
+        assert_eq!(*n.ledger.fail_complete.lock().unwrap(), 0, "retried");
+        // The completion was recorded: the stream's redelivery finds it sent.
+        let resp = handle_batch(&n, event(ev), now()).await;
+        assert!(resp.batch_item_failures.is_empty());
+        assert_eq!(n.publisher.sms.lock().unwrap().len(), 1, "sent once");
     }
 }

@@ -4,7 +4,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
 use parcelwatch::domain::{next_check_at, safety_net_check, ShipmentId};
-use parcelwatch::providers::failover::shop_of;
+use parcelwatch::providers::failover::{shop_of, NONE_ASKED};
 use parcelwatch::providers::push::{Subscribed, Subscriber};
 use parcelwatch::providers::{ProviderError, RouteContext, TraceProvider, TraceQuery};
 use parcelwatch::queue::{DeadLetters, TrackMessage};
@@ -16,7 +16,9 @@ use tracing::Instrument;
 /// carrier code) instead of hammering the provider every tick.
 const REJECTED_RECHECK_HOURS: i64 = 6;
 /// A stated wait at least this long reschedules the check; a shorter one is left to the queue's
-/// visibility timeout (the message comes back in 3 minutes anyway).
+/// visibility timeout (the message comes back in 3 minutes anyway) — unless no provider was asked
+/// at all (circuit open, out of rate-limit tokens): that check is rescheduled whatever the wait,
+/// so that our own guards never walk a message to the DLQ.
 const DEFER_AT_LEAST: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub struct Tracker<S, P, D, B = NoPush> {
@@ -230,8 +232,8 @@ where
         Err(ProviderError::Retryable {
             reason,
             retry_after: Some(wait),
-            ..
-        }) if wait >= DEFER_AT_LEAST => {
+            provider,
+        }) if wait >= DEFER_AT_LEAST || provider == NONE_ASKED => {
             let until =
                 now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(12));
             let mut deferred = shipment.clone();
@@ -638,6 +640,55 @@ mod tests {
         assert_eq!(process(&t, &id, now()).await.unwrap(), Processed::Deferred);
         let s = t.store.shipment(&id).unwrap();
         assert_eq!(s.next_check_at, Some(now() + chrono::Duration::hours(8)));
+        assert!(t.dead_letters.0.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_provider_out_of_rate_limit_tokens_moves_the_check_out_instead_of_failing_it() {
+        use parcelwatch::providers::failover::{Failover, ProviderRoutes};
+        use parcelwatch::resilience::{Limiter, MemoryBucket, RateLimits};
+        let base = tracker();
+        let t = Tracker {
+            store: base.store,
+            provider: Failover::new(
+                vec![base.provider],
+                ProviderRoutes::parse("default=kdniao").unwrap(),
+            )
+            .with_limiter(
+                Limiter::Memory(MemoryBucket::new(
+                    RateLimits::parse("kdniao=1/min:1").unwrap(),
+                )),
+                std::time::Duration::ZERO,
+            ),
+            dead_letters: base.dead_letters,
+            concurrency: 1,
+            subscriber: None::<NoPush>,
+        };
+        let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
+        assert!(matches!(
+            process(&t, &id, now()).await.unwrap(),
+            Processed::Checked { .. }
+        ));
+        let other = ShipmentId::parse("SF", "SF1000000000002").unwrap();
+        let before = t.store.shipment(&other).unwrap();
+        assert_eq!(
+            process(&t, &other, now()).await.unwrap(),
+            Processed::Deferred,
+            "a one-minute wait for a token is not a failure of the message"
+        );
+        let s = t.store.shipment(&other).unwrap();
+        // The next token is due within the minute (the bucket runs on the wall clock).
+        let until = s.next_check_at.unwrap();
+        assert!(
+            until > now() + chrono::Duration::seconds(50)
+                && until <= now() + chrono::Duration::minutes(1),
+            "{until}"
+        );
+        assert_eq!(
+            s.checked_at, before.checked_at,
+            "the provider was not asked"
+        );
+        assert_eq!(s.event_count, before.event_count);
         assert!(t.dead_letters.0.lock().unwrap().is_empty());
     }
 }

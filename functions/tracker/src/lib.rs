@@ -15,6 +15,7 @@ use parcelwatch::providers::kdniao_push::KdniaoSubscriber;
 use parcelwatch::providers::kuaidi100::Kuaidi100Client;
 use parcelwatch::providers::taobao::TaobaoClient;
 use parcelwatch::queue::SqsQueue;
+use parcelwatch::resilience::{sdk_retry_config, DynamoBucket, Limiter, MemoryBucket};
 use parcelwatch::store::DynamoStore;
 
 pub type LiveTracker = Tracker<DynamoStore, Failover<AnyProvider>, SqsQueue, KdniaoSubscriber>;
@@ -36,7 +37,7 @@ pub fn build(
             &base.table_name,
             base.due_shards,
         ),
-        provider: providers(&cfg, &http),
+        provider: providers(&cfg, &http, sdk),
         subscriber: cfg
             .kdniao_push
             .clone()
@@ -46,8 +47,13 @@ pub fn build(
     })
 }
 
-/// Every provider the configuration has credentials for, behind the configured routes.
-fn providers(cfg: &TrackerConfig, http: &reqwest::Client) -> Failover<AnyProvider> {
+/// Every provider the configuration has credentials for, behind the configured routes, each
+/// behind its circuit breaker and rate limit.
+fn providers(
+    cfg: &TrackerConfig,
+    http: &reqwest::Client,
+    sdk: &aws_config::SdkConfig,
+) -> Failover<AnyProvider> {
     let mut members = vec![AnyProvider::Kdniao(KdniaoClient::new(
         cfg.kdniao.clone(),
         http.clone(),
@@ -64,8 +70,28 @@ fn providers(cfg: &TrackerConfig, http: &reqwest::Client) -> Failover<AnyProvide
             http.clone(),
         )));
     }
-    let failover = Failover::new(members, cfg.routes.clone());
-    tracing::info!(providers = ?failover.members(), routes = ?failover.routes(), "tracking providers");
+    let limiter = match (&cfg.rate_limit_table, cfg.rate_limits.0.is_empty()) {
+        (_, true) => Limiter::Unlimited,
+        // Shared by every container.
+        (Some(table), false) => Limiter::Dynamo(DynamoBucket::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            table,
+            cfg.rate_limits.clone(),
+        )),
+        // Each container on its own.
+        (None, false) => Limiter::Memory(MemoryBucket::new(cfg.rate_limits.clone())),
+    };
+    let failover = Failover::new(members, cfg.routes.clone())
+        .with_breakers(cfg.breaker)
+        .with_limiter(limiter, cfg.rate_limit_max_wait);
+    tracing::info!(
+        providers = ?failover.members(),
+        routes = ?failover.routes(),
+        rate_limits = ?cfg.rate_limits,
+        rate_limit_table = ?cfg.rate_limit_table,
+        breaker = ?cfg.breaker,
+        "tracking providers"
+    );
     failover
 }
 
@@ -73,7 +99,10 @@ pub async fn from_env() -> Result<LiveTracker, Error> {
     let env = ProcessEnv;
     let base = Config::from_env(&env)?;
     let cfg = TrackerConfig::from_env(&env)?;
-    let sdk = aws_config::load_from_env().await;
+    let sdk = aws_config::from_env()
+        .retry_config(sdk_retry_config())
+        .load()
+        .await;
     build(&sdk, &base, cfg)
 }
 
