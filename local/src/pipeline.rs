@@ -72,6 +72,9 @@ impl Default for PipelineOptions {
             env: vec![
                 ("SCHEDULER_MAX_ENQUEUE".into(), "400".into()),
                 ("DUE_SHARDS".into(), "2".into()),
+                // Simulated time runs far faster than the wall clock the token buckets count
+                // in: limits would throttle a demo day into real seconds. The soak turns them on.
+                ("PROVIDER_RATE_LIMITS".into(), "none".into()),
             ],
             push_mode: false,
             shops: Vec::new(),
@@ -181,7 +184,10 @@ impl Pipeline {
         let (tracker_chaos, notifier_chaos, api_chaos) = (chaos_for(1), chaos_for(2), chaos_for(3));
         // The functions' AWS clients: through the fault proxy when one is given.
         let fn_sdk = match &opts.function_endpoint {
-            Some(endpoint) => crate::stack::sdk_config_for(endpoint),
+            Some(endpoint) => crate::stack::sdk_config_for(endpoint)
+                .into_builder()
+                .retry_config(parcelwatch::resilience::sdk_retry_config())
+                .build(),
             None => stack.sdk_config.clone(),
         };
         let sandbox = Sandbox::start(

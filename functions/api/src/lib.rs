@@ -55,7 +55,10 @@ pub async fn from_env() -> Result<LiveApi, Error> {
     let env = ProcessEnv;
     let base = Config::from_env(&env)?;
     let cfg = ApiConfig::from_env(&env)?;
-    let sdk = aws_config::load_from_env().await;
+    let sdk = aws_config::from_env()
+        .retry_config(parcelwatch::resilience::sdk_retry_config())
+        .load()
+        .await;
     Ok(build(&sdk, &base, cfg))
 }
 

@@ -147,7 +147,10 @@ impl Deps {
         } else {
             None
         };
-        let sdk = aws_config::load_from_env().await;
+        let sdk = aws_config::from_env()
+            .retry_config(parcelwatch::resilience::sdk_retry_config())
+            .load()
+            .await;
         let http = reqwest::Client::builder().build()?;
         Ok(Deps::new(&sdk, &base, cfg, fw199, top, http))
     }
