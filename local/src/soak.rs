@@ -119,7 +119,10 @@ pub struct SoakReport {
     /// Tracking DLQ contents by reason, and how many were the poison messages put in.
     pub dlq: BTreeMap<String, usize>,
     pub poison_sent: usize,
+    /// Distinct poison bodies found in the DLQ.
     pub poison_in_dlq: usize,
+    /// DLQ messages that are not poison: checks that gave up (moved after maxReceiveCount).
+    pub dlq_not_poison: usize,
     /// Notifier on-failure records before the final redrive, and what the redrive did.
     pub notify_failures: usize,
     pub redriven: usize,
@@ -174,10 +177,11 @@ impl std::fmt::Display for SoakReport {
         writeln!(f, "    {:<38} {total:>7}", "total")?;
         writeln!(
             f,
-            "  tracking DLQ            {:>7} ({} of {} poison messages)",
+            "  tracking DLQ            {:>7} messages: {} of {} poison bodies, {} other",
             self.dlq.values().sum::<usize>(),
             self.poison_in_dlq,
-            self.poison_sent
+            self.poison_sent,
+            self.dlq_not_poison
         )?;
         for (reason, n) in &self.dlq {
             writeln!(f, "    {n:>5}  {reason}")?;
@@ -389,15 +393,21 @@ pub async fn run(a: SoakArgs) -> Result<SoakReport, BoxError> {
         .filter(|s| !ledger.contains_key(&s.message_id))
         .count();
 
+    // A poison message delivered twice at once is dead-lettered by both invocations: the DLQ
+    // is at-least-once too. Every poison body must be there at least once, with its reason.
+    let mut poison_found = std::collections::HashSet::new();
     for (body, reason) in p.peek_queue(&p.stack.tracking_dlq_url).await? {
         let reason = reason.unwrap_or_else(|| "moved by SQS after maxReceiveCount".into());
         // Reasons carry details (the body's error position): group by their first clause.
         let head = reason.split(':').next().unwrap_or(&reason).to_string();
         *r.dlq.entry(head).or_default() += 1;
         if poison.contains(&body) {
-            r.poison_in_dlq += 1;
+            poison_found.insert(body);
+        } else {
+            r.dlq_not_poison += 1;
         }
     }
+    r.poison_in_dlq = poison_found.len();
 
     for (k, v) in proxy.counts() {
         if k != "forwarded" {
