@@ -4,6 +4,7 @@ use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use chrono::{DateTime, Utc};
 use parcelwatch::config::NotifierConfig;
+use parcelwatch::crypto::{Vault, VaultError};
 use parcelwatch::domain::templates::render;
 use parcelwatch::domain::{fmt_time, Shipment, Status, Transition};
 use parcelwatch::notify::{PublishError, Publisher};
@@ -19,6 +20,8 @@ pub struct Notifier<L, P> {
     pub ledger: L,
     pub publisher: P,
     pub cfg: NotifierConfig,
+    /// Opens the recipients' sealed phones (one KMS Decrypt per data key, cached).
+    pub vault: Vault,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,8 @@ pub enum RecordError {
     },
     #[error("{0} is being sent by another invocation")]
     InFlight(String),
+    #[error("recipient phone: {0}")]
+    Phone(#[from] VaultError),
 }
 
 /// The merchant-topic document for one transition.
@@ -119,11 +124,13 @@ async fn handle_record<L: Ledger, P: Publisher>(
     };
     tracing::info!(shipment = %new.id, transition = %transition.key(), "transition");
 
-    if let Some(phone) = &new.recipient.phone {
+    if let Some(sealed) = &new.recipient.phone {
         if let Some(msg) = render(&new, &transition, new.recipient.locale) {
+            // Opened only to be sent: the clear number lives for this send and is never logged.
+            let phone = n.vault.open(sealed).await?;
             let note = note_sk(&transition.key(), new.version, "sms");
             send_once(n, &new, &note, "sms", now, || {
-                n.publisher.sms(phone, &msg.body)
+                n.publisher.sms(&phone, &msg.body)
             })
             .await?;
         }
@@ -237,9 +244,25 @@ fn backoff(base: Duration, attempt: u32, note: &str) -> Duration {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use parcelwatch::domain::PhoneNumber;
+    use parcelwatch::domain::{PhoneNumber, SealedPhone};
     use parcelwatch::store::MemoryStore;
-    use std::sync::Mutex;
+    use std::sync::{Mutex, OnceLock};
+
+    /// The sealed phone the sample events carry: a stand-in the tests replace by the buyer's
+    /// number sealed with the test vault.
+    const SAMPLE_SEALED: &str =
+        "pw1.5678.U0FNUExFLXdyYXBwZWQta2V5.U0FNUExFLW5vbmNl.U0FNUExFLWNpcGhlcnRleHQ";
+
+    /// One vault for the tests, and +8613812345678 sealed with it.
+    fn test_vault() -> &'static (Vault, SealedPhone) {
+        static V: OnceLock<(Vault, SealedPhone)> = OnceLock::new();
+        V.get_or_init(|| {
+            let vault = Vault::ephemeral();
+            let phone = PhoneNumber::parse("+8613812345678").unwrap();
+            let sealed = futures::executor::block_on(vault.seal(&phone)).unwrap();
+            (vault, sealed)
+        })
+    }
 
     /// Records sends; fails the first `fail_first` calls with the given error kind.
     #[derive(Default)]
@@ -282,6 +305,7 @@ mod tests {
         Notifier {
             ledger: MemoryStore::new(4),
             publisher: FakeSns::default(),
+            vault: test_vault().0.clone(),
             cfg: NotifierConfig {
                 merchant_topic_arn: topic
                     .then(|| "arn:aws:sns:us-east-1:123456789012:merchant".to_string()),
@@ -295,7 +319,8 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 5).unwrap()
     }
     fn event(json: &str) -> Event {
-        serde_json::from_str(json).unwrap()
+        assert!(json.contains(SAMPLE_SEALED));
+        serde_json::from_str(&json.replace(SAMPLE_SEALED, test_vault().1.as_str())).unwrap()
     }
 
     #[tokio::test]

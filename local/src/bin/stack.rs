@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use parcelwatch::config::{Config, ConfigError};
+use parcelwatch::crypto::Vault;
 use parcelwatch::domain::order::Platform;
 use parcelwatch::domain::{Locale, PhoneNumber, Priority, Recipient, Shipment, ShipmentId};
 use parcelwatch::store::{DynamoStore, ShipmentStore, StoreError};
@@ -284,9 +285,11 @@ async fn start(args: &Args, root: &Path) -> Result<Running, UpError> {
         &base.table_name,
         base.due_shards,
     );
+    // Phones are sealed as the api seals them: under the stack's phone key (PHONE_KEY_ID).
+    let vault = Vault::from_env(&stack.sdk_config, &env_map)?;
     let mut lines = Vec::new();
     for w in &DEMO_WAYBILLS {
-        lines.push(register(&store, &sandbox, clock.now(), now, w).await?);
+        lines.push(register(&store, &vault, &sandbox, clock.now(), now, w).await?);
     }
     // Orders for `make invoke-order-sync` to pull (their waybills get journeys too).
     // Created three hours ago, so shipped (consigned two hours after creation) by now.
@@ -310,6 +313,7 @@ async fn start(args: &Args, root: &Path) -> Result<Running, UpError> {
 /// Register one waybill on both sides; returns a line describing it.
 async fn register(
     store: &DynamoStore,
+    vault: &Vault,
     sandbox: &Sandbox,
     sim_now: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -319,6 +323,10 @@ async fn register(
         .map_err(|e| UpError::Waybill(format!("{}/{}: {e}", w.carrier, w.number)))?;
     let phone =
         PhoneNumber::parse(w.phone).map_err(|e| UpError::Waybill(format!("{id} phone: {e}")))?;
+    let sealed = vault
+        .seal(&phone)
+        .await
+        .map_err(|e| UpError::Waybill(format!("{id} phone: {e}")))?;
     let shipped_at = sim_now - chrono::Duration::hours(w.shipped_hours_ago);
     let journey = sandbox.register_kind(w.kind, w.carrier, w.number, shipped_at);
     let shipment = Shipment::register(
@@ -326,7 +334,7 @@ async fn register(
         Priority::Normal,
         "kdniao",
         Recipient {
-            phone: Some(phone.clone()),
+            phone: Some(sealed),
             locale: Locale::ZhCn,
         },
         Some(w.order_ref.to_string()),
@@ -567,14 +575,18 @@ mod tests {
             &up.stack.table_name,
             16,
         );
+        // The notifier's key access: the sealed phones open to the waybills' numbers.
+        let notifier_vault = Vault::from_env(&up.stack.sdk_config, &env).unwrap();
         for w in &DEMO_WAYBILLS {
             let id = ShipmentId::parse(w.carrier, w.number).unwrap();
             let s = store.get(&id).await.unwrap().expect("registered");
             assert_eq!(s.status, Status::Pending);
             assert!(s.next_check_at.is_some_and(|t| t <= Utc::now()));
+            let sealed = s.recipient.phone.clone().expect("a sealed phone");
+            assert!(!sealed.as_str().contains(&w.phone[3..]));
             assert_eq!(
-                s.recipient.phone.as_ref().map(|p| p.expose()),
-                Some(w.phone)
+                notifier_vault.open(&sealed).await.unwrap().expose(),
+                w.phone
             );
             assert_eq!(
                 up.sandbox.journey(w.carrier, w.number).unwrap().kind,
