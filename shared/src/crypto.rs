@@ -29,6 +29,11 @@ pub const PHONE_KEY_ID: &str = "PHONE_KEY_ID";
 const CONTEXT: (&str, &str) = ("purpose", "parcelwatch-phone");
 /// The wrapped-key bytes of a [`Vault::ephemeral`] vault (no KMS).
 const EPHEMERAL_WRAPPED: &[u8] = b"ephemeral-local-key";
+/// The sealed phone of the sample stream events (`events/notifier/*.json`): a stand-in of the
+/// right shape that no key opens. Tests and `make stack` replace it by a phone sealed with their
+/// own key.
+pub const SAMPLE_EVENT_PHONE: &str =
+    "pw1.5678.U0FNUExFLXdyYXBwZWQta2V5.U0FNUExFLW5vbmNl.U0FNUExFLWNpcGhlcnRleHQ";
 /// Unwrapped data keys kept by a reader; beyond this the cache starts over.
 const MAX_CACHED_KEYS: usize = 1024;
 

@@ -887,6 +887,15 @@ mod tests {
     // -----------------------------------------------------------------------------------------
 
     #[tokio::test]
+    async fn without_a_phone_key_a_registration_with_a_phone_fails_and_writes_nothing() {
+        let api = Api::new(MemoryStore::new(4), cfg());
+        let r = call(&api, event(REGISTER_ONE)).await;
+        assert_eq!(r.status_code, 500, "{}", text(&r));
+        assert!(!text(&r).contains("13812345678"), "{}", text(&r));
+        assert_eq!(api.store.shipment(&yto()), None);
+    }
+
+    #[tokio::test]
     async fn registering_one_creates_it_and_a_repeat_reports_exists_without_change() {
         let api = api();
         let first = call(&api, event(REGISTER_ONE)).await;

@@ -250,8 +250,7 @@ mod tests {
 
     /// The sealed phone the sample events carry: a stand-in the tests replace by the buyer's
     /// number sealed with the test vault.
-    const SAMPLE_SEALED: &str =
-        "pw1.5678.U0FNUExFLXdyYXBwZWQta2V5.U0FNUExFLW5vbmNl.U0FNUExFLWNpcGhlcnRleHQ";
+    const SAMPLE_SEALED: &str = parcelwatch::crypto::SAMPLE_EVENT_PHONE;
 
     /// One vault for the tests, and +8613812345678 sealed with it.
     fn test_vault() -> &'static (Vault, SealedPhone) {
@@ -419,6 +418,38 @@ mod tests {
         let resp = handle_batch(&n, event(ev), now()).await;
         assert!(resp.batch_item_failures.is_empty());
         assert_eq!(n.publisher.sms.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_phone_that_does_not_open_fails_the_record_and_sends_nothing() {
+        // Sealed under another key: the record fails (the stream retries, then the on-failure
+        // queue), no SMS goes out, and the error names only the last four digits.
+        let n = notifier(false);
+        let other = Vault::ephemeral()
+            .seal(&PhoneNumber::parse("+8613812345678").unwrap())
+            .await
+            .unwrap();
+        let json = include_str!("../../../events/notifier/transition.json")
+            .replace(SAMPLE_SEALED, other.as_str());
+        let record = &event(&json.replace(other.as_str(), SAMPLE_SEALED)).records[0];
+        assert!(handle_record(&n, record, now()).await.is_ok());
+        let foreign: Event = serde_json::from_str(&json).unwrap();
+        let err = handle_record(&n, &foreign.records[0], now())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RecordError::Phone(VaultError::Permanent(_))),
+            "{err}"
+        );
+        assert!(err.to_string().contains("****5678"), "{err}");
+        assert!(!err.to_string().contains("13812345678"), "{err}");
+        let resp = handle_batch(&n, foreign, now()).await;
+        assert_eq!(resp.batch_item_failures.len(), 1);
+        assert_eq!(
+            n.publisher.sms.lock().unwrap().len(),
+            1,
+            "only the good record's SMS"
+        );
     }
 
     #[tokio::test]
