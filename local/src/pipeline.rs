@@ -20,6 +20,7 @@ use crate::stack::LocalStack;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use parcelwatch::config::{Config, NotifierConfig, SchedulerConfig, TrackerConfig};
+use parcelwatch::crypto::Vault;
 use parcelwatch::domain::order::Platform;
 use parcelwatch::domain::{Locale, PhoneNumber, Priority, Recipient, Shipment, ShipmentId, Status};
 use parcelwatch::orders::{Fw199Config, TopConfig};
@@ -227,6 +228,7 @@ impl Pipeline {
             &fn_sdk,
             &Config::from_env(&api_env)?,
             api::ApiConfig::from_env(&api_env)?,
+            Vault::from_env(&stack.sdk_config, &api_env)?,
         ));
         let front = {
             let api = api.clone();
@@ -321,6 +323,7 @@ impl Pipeline {
                 reqwest::Client::builder()
                     .timeout(std::time::Duration::from_secs(30))
                     .build()?,
+                Vault::from_env(sdk, &env)?,
             ))
         };
         let sched_env = env_for("scheduler");
@@ -337,6 +340,7 @@ impl Pipeline {
             sdk,
             &Config::from_env(&notifier_env)?,
             NotifierConfig::from_env(&notifier_env)?,
+            Vault::from_env(sdk, &notifier_env)?,
         );
 
         // The runner's and the assertions' clients talk to moto directly.
@@ -445,12 +449,14 @@ impl Pipeline {
                 Priority::Normal
             };
             let locale = if i % 5 == 4 { Locale::En } else { Locale::ZhCn };
+            // Sealed as the api seals it (its vault: the same container's data key).
+            let sealed = self.api.vault.seal(&phone).await?;
             let shipment = Shipment::register(
                 id.clone(),
                 priority,
                 "kdniao",
                 Recipient {
-                    phone: Some(phone.clone()),
+                    phone: Some(sealed),
                     locale,
                 },
                 Some(format!("TB{:016}", 2026112400000000u64 + i as u64)),

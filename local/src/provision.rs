@@ -28,6 +28,10 @@ pub const LOCAL_ACCOUNT: &str = "123456789012";
 const TABLE: &str = "AWS::DynamoDB::Table";
 const QUEUE: &str = "AWS::SQS::Queue";
 const TOPIC: &str = "AWS::SNS::Topic";
+const KEY: &str = "AWS::KMS::Key";
+const ALIAS: &str = "AWS::KMS::Alias";
+/// What [`provision`] creates in the local AWS endpoint.
+const CREATED: [&str; 5] = [TABLE, QUEUE, TOPIC, KEY, ALIAS];
 const FUNCTION: &str = "AWS::Serverless::Function";
 
 #[derive(Debug, thiserror::Error)]
@@ -505,6 +509,13 @@ pub enum PhysicalResource {
         name: String,
         arn: String,
     },
+    Key {
+        key_id: String,
+        arn: String,
+    },
+    Alias {
+        name: String,
+    },
 }
 
 impl PhysicalResource {
@@ -514,6 +525,8 @@ impl PhysicalResource {
             PhysicalResource::Table { name, .. } => name,
             PhysicalResource::Queue { url, .. } => url,
             PhysicalResource::Topic { arn, .. } => arn,
+            PhysicalResource::Key { key_id, .. } => key_id,
+            PhysicalResource::Alias { name } => name,
         }
     }
 
@@ -527,6 +540,8 @@ impl PhysicalResource {
             (PhysicalResource::Queue { url, .. }, "QueueUrl") => Some(url),
             (PhysicalResource::Topic { arn, .. }, "TopicArn") => Some(arn),
             (PhysicalResource::Topic { name, .. }, "TopicName") => Some(name),
+            (PhysicalResource::Key { arn, .. }, "Arn") => Some(arn),
+            (PhysicalResource::Key { key_id, .. }, "KeyId") => Some(key_id),
             _ => None,
         }
     }
@@ -799,18 +814,19 @@ pub async fn provision(
         ddb: aws_sdk_dynamodb::Client::new(sdk),
         sqs: aws_sdk_sqs::Client::new(sdk),
         sns: aws_sdk_sns::Client::new(sdk),
+        kms: aws_sdk_kms::Client::new(sdk),
     };
 
     let mut pending: BTreeMap<&str, (&str, &Value, BTreeSet<String>)> = BTreeMap::new();
     for (id, ty, props) in template.resources() {
-        if matches!(ty, TABLE | QUEUE | TOPIC) {
+        if CREATED.contains(&ty) {
             let mut deps = BTreeSet::new();
             referenced_ids(props, &mut deps);
             deps.retain(|d| {
                 d != id
                     && template
                         .resource_type(d)
-                        .is_some_and(|t| matches!(t, TABLE | QUEUE | TOPIC))
+                        .is_some_and(|t| CREATED.contains(&t))
             });
             pending.insert(id, (ty, props, deps));
         }
@@ -856,6 +872,7 @@ struct Clients {
     ddb: aws_sdk_dynamodb::Client,
     sqs: aws_sdk_sqs::Client,
     sns: aws_sdk_sns::Client,
+    kms: aws_sdk_kms::Client,
 }
 
 async fn create(
@@ -870,6 +887,8 @@ async fn create(
         TABLE => create_table(&clients.ddb, resolver, prefix, id, props).await,
         QUEUE => create_queue(&clients.sqs, resolver, prefix, id, props).await,
         TOPIC => create_topic(&clients.sns, resolver, prefix, id, props).await,
+        KEY => create_key(&clients.kms, resolver, prefix, id, props).await,
+        ALIAS => create_alias(&clients.kms, resolver, id, props).await,
         other => Err(invalid(format!("{id}: {other} cannot be created locally"))),
     }
 }
@@ -1215,6 +1234,58 @@ async fn create_topic(
         .ok_or_else(|| invalid(format!("CreateTopic {name}: no topic ARN")))?
         .to_string();
     Ok(PhysicalResource::Topic { name, arn })
+}
+
+/// A symmetric encryption key, tagged with the stack it belongs to (moto ignores key policies,
+/// so the template's is not sent).
+async fn create_key(
+    kms: &aws_sdk_kms::Client,
+    resolver: &Resolver<'_>,
+    prefix: &str,
+    id: &str,
+    props: &Value,
+) -> Result<PhysicalResource, ProvisionError> {
+    let mut req = kms.create_key().tags(
+        aws_sdk_kms::types::Tag::builder()
+            .tag_key("parcelwatch:stack")
+            .tag_value(format!("{prefix}/{id}"))
+            .build()
+            .map_err(|e| invalid(format!("{id}: tag: {e}")))?,
+    );
+    if let Some(v) = props.get("Description") {
+        req = req.description(resolver.required(v, &format!("{id}.Description"))?);
+    }
+    let meta = req
+        .send()
+        .await
+        .map_err(aws_err("CreateKey", id))?
+        .key_metadata
+        .ok_or_else(|| invalid(format!("CreateKey {id}: no key metadata")))?;
+    let arn = meta
+        .arn()
+        .ok_or_else(|| invalid(format!("CreateKey {id}: no key ARN")))?
+        .to_string();
+    Ok(PhysicalResource::Key {
+        key_id: meta.key_id().to_string(),
+        arn,
+    })
+}
+
+async fn create_alias(
+    kms: &aws_sdk_kms::Client,
+    resolver: &Resolver<'_>,
+    id: &str,
+    props: &Value,
+) -> Result<PhysicalResource, ProvisionError> {
+    let name = str_at(resolver, props, "AliasName", id)?;
+    let target = str_at(resolver, props, "TargetKeyId", id)?;
+    kms.create_alias()
+        .alias_name(&name)
+        .target_key_id(target)
+        .send()
+        .await
+        .map_err(aws_err("CreateAlias", &name))?;
+    Ok(PhysicalResource::Alias { name })
 }
 
 /// Where the template's IAM policies grant more than least privilege: a wildcard in an action

@@ -391,7 +391,9 @@ pub async fn cli(
             let base = parcelwatch::config::Config::from_env(env).map_err(|e| e.to_string())?;
             let cfg =
                 parcelwatch::config::NotifierConfig::from_env(env).map_err(|e| e.to_string())?;
-            let n = notifier::build(&sdk, &base, cfg);
+            let vault =
+                parcelwatch::crypto::Vault::from_env(&sdk, env).map_err(|e| e.to_string())?;
+            let n = notifier::build(&sdk, &base, cfg, vault);
             let n = &n;
             redrive_stream(&sqs, &streams, &failures, opts, |event| async move {
                 notifier::handle_batch(n, event, chrono::Utc::now()).await

@@ -1,6 +1,7 @@
 //! parcelwatch: everything that is not a Lambda entry point.
 pub mod aws_error;
 pub mod config;
+pub mod crypto;
 pub mod domain;
 pub(crate) mod http;
 pub mod metrics;

@@ -20,7 +20,8 @@ use aws_lambda_events::http::{header, HeaderValue, Method};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
-use parcelwatch::domain::{Locale, Shipment, ShipmentId};
+use parcelwatch::crypto::{Vault, VaultError};
+use parcelwatch::domain::{Locale, Recipient, Shipment, ShipmentId};
 use parcelwatch::providers::push::{PushBatch, PushError};
 use parcelwatch::providers::recognize::Recognizer;
 use parcelwatch::providers::{kdniao_push, kuaidi100};
@@ -42,6 +43,8 @@ pub struct Api<S, R = NoRecognizer> {
     pub store: S,
     pub cfg: ApiConfig,
     pub recognizer: Option<R>,
+    /// Seals registered phones before they are written.
+    pub vault: Vault,
 }
 
 impl<S> Api<S> {
@@ -51,6 +54,7 @@ impl<S> Api<S> {
             store,
             cfg,
             recognizer: None,
+            vault: Vault::disabled(),
         }
     }
 }
@@ -62,7 +66,14 @@ impl<S, R> Api<S, R> {
             store: self.store,
             cfg: self.cfg,
             recognizer,
+            vault: self.vault,
         }
+    }
+
+    /// The same api, sealing phones with `vault` (without one, a registration with a phone
+    /// fails and nothing is written).
+    pub fn with_vault(self, vault: Vault) -> Self {
+        Api { vault, ..self }
     }
 }
 
@@ -340,11 +351,21 @@ async fn create<S: ShipmentStore, R: Recognizer>(
     new: &NewShipment,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
+    let phone = match &new.recipient.phone {
+        Some(p) => Some(api.vault.seal(p).await.map_err(|e| match e {
+            VaultError::Retryable(_) => StoreError::Retryable(e.to_string()),
+            VaultError::Permanent(_) => StoreError::Permanent(e.to_string()),
+        })?),
+        None => None,
+    };
     let shipment = Shipment::register(
         new.id.clone(),
         new.priority,
         api.cfg.default_provider.clone(),
-        new.recipient.clone(),
+        Recipient {
+            phone,
+            locale: new.recipient.locale,
+        },
         new.order_ref.clone(),
         now,
     );
@@ -751,7 +772,7 @@ mod tests {
     }
 
     fn api() -> Api<MemoryStore> {
-        Api::new(MemoryStore::new(4), cfg())
+        Api::new(MemoryStore::new(4), cfg()).with_vault(Vault::ephemeral())
     }
 
     fn yto() -> ShipmentId {
@@ -866,6 +887,15 @@ mod tests {
     // -----------------------------------------------------------------------------------------
 
     #[tokio::test]
+    async fn without_a_phone_key_a_registration_with_a_phone_fails_and_writes_nothing() {
+        let api = Api::new(MemoryStore::new(4), cfg());
+        let r = call(&api, event(REGISTER_ONE)).await;
+        assert_eq!(r.status_code, 500, "{}", text(&r));
+        assert!(!text(&r).contains("13812345678"), "{}", text(&r));
+        assert_eq!(api.store.shipment(&yto()), None);
+    }
+
+    #[tokio::test]
     async fn registering_one_creates_it_and_a_repeat_reports_exists_without_change() {
         let api = api();
         let first = call(&api, event(REGISTER_ONE)).await;
@@ -883,9 +913,13 @@ mod tests {
         assert_eq!(stored.provider, "kdniao");
         assert_eq!(stored.priority, Priority::High);
         assert_eq!(stored.order_ref.as_deref(), Some("TB-4012345678901234"));
+        // Stored sealed; it opens to the number sent.
+        let sealed = stored.recipient.phone.clone().unwrap();
+        assert_eq!(sealed.last4(), "5678");
+        assert!(!sealed.as_str().contains("13812345678"));
         assert_eq!(
-            stored.recipient.phone.as_ref().map(|p| p.expose()),
-            Some("+8613812345678")
+            api.vault.open(&sealed).await.unwrap().expose(),
+            "+8613812345678"
         );
         assert_eq!(stored.created_at, now());
         assert_eq!(stored.next_check_at, Some(now()));
@@ -1702,7 +1736,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_failure_is_a_503_that_asks_for_a_retry_without_internals() {
-        let api = Api::new(DownStore, cfg());
+        let api = Api::new(DownStore, cfg()).with_vault(Vault::ephemeral());
         let r = call(&api, event(PUSH_KDNIAO)).await;
         assert_eq!(r.status_code, 503);
         let a = ack(&r);

@@ -15,13 +15,15 @@ pub use recognition::NoRecognizer;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use lambda_runtime::{Error, LambdaEvent};
 use parcelwatch::config::{Config, KdniaoConfig, ProcessEnv};
+use parcelwatch::crypto::Vault;
 use parcelwatch::providers::recognize::KdniaoRecognizer;
 use parcelwatch::store::DynamoStore;
 
 pub type LiveApi = Api<DynamoStore, KdniaoRecognizer>;
 
-/// Build the api from configuration and an SDK config (clients once per cold start).
-pub fn build(sdk: &aws_config::SdkConfig, base: &Config, cfg: ApiConfig) -> LiveApi {
+/// Build the api from configuration and an SDK config (clients once per cold start). `vault`
+/// seals registered phones (`Vault::from_env`: the KMS key of `PHONE_KEY_ID`).
+pub fn build(sdk: &aws_config::SdkConfig, base: &Config, cfg: ApiConfig, vault: Vault) -> LiveApi {
     let recognizer = cfg.recognition.clone().and_then(kdniao_recognizer);
     Api::new(
         DynamoStore::new(
@@ -32,6 +34,7 @@ pub fn build(sdk: &aws_config::SdkConfig, base: &Config, cfg: ApiConfig) -> Live
         cfg,
     )
     .with_recognizer(recognizer)
+    .with_vault(vault)
 }
 
 /// Kdniao 2002 over its own HTTP client. A client that cannot be built (no TLS backend) turns
@@ -59,7 +62,8 @@ pub async fn from_env() -> Result<LiveApi, Error> {
         .retry_config(parcelwatch::resilience::sdk_retry_config())
         .load()
         .await;
-    Ok(build(&sdk, &base, cfg))
+    let vault = Vault::from_env(&sdk, &env)?;
+    Ok(build(&sdk, &base, cfg, vault))
 }
 
 pub async fn lambda(

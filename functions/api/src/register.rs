@@ -7,9 +7,7 @@
 //! [`crate::recognition`]) or to refuse with [`CARRIER_REQUIRED`].
 
 use parcelwatch::domain::detect::detect_carrier;
-use parcelwatch::domain::{
-    Carrier, Locale, PhoneNumber, Priority, Recipient, ShipmentId, TrackingNumber,
-};
+use parcelwatch::domain::{Carrier, Locale, PhoneNumber, Priority, ShipmentId, TrackingNumber};
 use serde_json::{Map, Value};
 
 /// Fields a registration item may carry.
@@ -47,6 +45,14 @@ impl CarrierSource {
             CarrierSource::Recognized(by) => Some(by),
         }
     }
+}
+
+/// Who is to be told, as the merchant sent it: the phone still in clear, in memory only. The
+/// handler seals it before anything is written (see `parcelwatch::crypto`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recipient {
+    pub phone: Option<PhoneNumber>,
+    pub locale: Locale,
 }
 
 /// A valid registration item.

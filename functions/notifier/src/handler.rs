@@ -4,6 +4,7 @@ use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use chrono::{DateTime, Utc};
 use parcelwatch::config::NotifierConfig;
+use parcelwatch::crypto::{Vault, VaultError};
 use parcelwatch::domain::templates::render;
 use parcelwatch::domain::{fmt_time, Shipment, Status, Transition};
 use parcelwatch::notify::{PublishError, Publisher};
@@ -30,6 +31,8 @@ pub struct Notifier<L, P> {
     pub ledger: L,
     pub publisher: P,
     pub cfg: NotifierConfig,
+    /// Opens the recipients' sealed phones (one KMS Decrypt per data key, cached).
+    pub vault: Vault,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,8 @@ pub enum RecordError {
     },
     #[error("{0} is being sent by another invocation")]
     InFlight(String),
+    #[error("recipient phone: {0}")]
+    Phone(#[from] VaultError),
 }
 
 /// The merchant-topic document for one transition.
@@ -130,11 +135,13 @@ async fn handle_record<L: Ledger, P: Publisher>(
     };
     tracing::info!(shipment = %new.id, transition = %transition.key(), "transition");
 
-    if let Some(phone) = &new.recipient.phone {
+    if let Some(sealed) = &new.recipient.phone {
         if let Some(msg) = render(&new, &transition, new.recipient.locale) {
+            // Opened only to be sent: the clear number lives for this send and is never logged.
+            let phone = n.vault.open(sealed).await?;
             let note = note_sk(&transition.key(), new.version, "sms");
             send_once(n, &new, &note, "sms", now, || {
-                n.publisher.sms(phone, &msg.body)
+                n.publisher.sms(&phone, &msg.body)
             })
             .await?;
         }
@@ -252,9 +259,24 @@ fn send_policy(cfg: &NotifierConfig) -> RetryPolicy {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use parcelwatch::domain::PhoneNumber;
+    use parcelwatch::domain::{PhoneNumber, SealedPhone};
     use parcelwatch::store::MemoryStore;
-    use std::sync::Mutex;
+    use std::sync::{Mutex, OnceLock};
+
+    /// The sealed phone the sample events carry: a stand-in the tests replace by the buyer's
+    /// number sealed with the test vault.
+    const SAMPLE_SEALED: &str = parcelwatch::crypto::SAMPLE_EVENT_PHONE;
+
+    /// One vault for the tests, and +8613812345678 sealed with it.
+    fn test_vault() -> &'static (Vault, SealedPhone) {
+        static V: OnceLock<(Vault, SealedPhone)> = OnceLock::new();
+        V.get_or_init(|| {
+            let vault = Vault::ephemeral();
+            let phone = PhoneNumber::parse("+8613812345678").unwrap();
+            let sealed = futures::executor::block_on(vault.seal(&phone)).unwrap();
+            (vault, sealed)
+        })
+    }
 
     /// Records sends; fails the first `fail_first` calls with the given error kind.
     #[derive(Default)]
@@ -297,6 +319,7 @@ mod tests {
         Notifier {
             ledger: MemoryStore::new(4),
             publisher: FakeSns::default(),
+            vault: test_vault().0.clone(),
             cfg: NotifierConfig {
                 merchant_topic_arn: topic
                     .then(|| "arn:aws:sns:us-east-1:123456789012:merchant".to_string()),
@@ -310,7 +333,8 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 5).unwrap()
     }
     fn event(json: &str) -> Event {
-        serde_json::from_str(json).unwrap()
+        assert!(json.contains(SAMPLE_SEALED));
+        serde_json::from_str(&json.replace(SAMPLE_SEALED, test_vault().1.as_str())).unwrap()
     }
 
     #[tokio::test]
@@ -412,6 +436,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_phone_that_does_not_open_fails_the_record_and_sends_nothing() {
+        // Sealed under another key: the record fails (the stream retries, then the on-failure
+        // queue), no SMS goes out, and the error names only the last four digits.
+        let n = notifier(false);
+        let other = Vault::ephemeral()
+            .seal(&PhoneNumber::parse("+8613812345678").unwrap())
+            .await
+            .unwrap();
+        let sample = include_str!("../../../events/notifier/transition.json");
+        let good = event(sample);
+        assert!(handle_record(&n, &good.records[0], now()).await.is_ok());
+        let json = sample.replace(SAMPLE_SEALED, other.as_str());
+        let foreign: Event = serde_json::from_str(&json).unwrap();
+        let err = handle_record(&n, &foreign.records[0], now())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RecordError::Phone(VaultError::Permanent(_))),
+            "{err}"
+        );
+        assert!(err.to_string().contains("****5678"), "{err}");
+        assert!(!err.to_string().contains("13812345678"), "{err}");
+        let resp = handle_batch(&n, foreign, now()).await;
+        assert_eq!(resp.batch_item_failures.len(), 1);
+        assert_eq!(
+            n.publisher.sms.lock().unwrap().len(),
+            1,
+            "only the good record's SMS"
+        );
+    }
+
+    #[tokio::test]
     async fn a_permanent_rejection_is_not_retried_in_a_loop() {
         let n = Notifier {
             publisher: FakeSns {
@@ -502,6 +558,7 @@ mod tests {
             },
             publisher: base.publisher,
             cfg: base.cfg,
+            vault: base.vault,
         };
         let ev = include_str!("../../../events/notifier/transition.json");
         let resp = handle_batch(&n, event(ev), now()).await;

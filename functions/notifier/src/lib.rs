@@ -11,13 +11,21 @@ use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use lambda_runtime::{Error, LambdaEvent};
 use parcelwatch::config::{Config, NotifierConfig, ProcessEnv};
+use parcelwatch::crypto::Vault;
 use parcelwatch::notify::SnsPublisher;
 use parcelwatch::store::DynamoStore;
 
 pub type LiveNotifier = Notifier<DynamoStore, SnsPublisher>;
 
-pub fn build(sdk: &aws_config::SdkConfig, base: &Config, cfg: NotifierConfig) -> LiveNotifier {
+/// `vault` opens the sealed phones (`Vault::from_env`: the KMS key of `PHONE_KEY_ID`).
+pub fn build(
+    sdk: &aws_config::SdkConfig,
+    base: &Config,
+    cfg: NotifierConfig,
+    vault: Vault,
+) -> LiveNotifier {
     Notifier {
+        vault,
         ledger: DynamoStore::new(
             aws_sdk_dynamodb::Client::new(sdk),
             &base.table_name,
@@ -36,7 +44,8 @@ pub async fn from_env() -> Result<LiveNotifier, Error> {
         .retry_config(parcelwatch::resilience::sdk_retry_config())
         .load()
         .await;
-    Ok(build(&sdk, &base, cfg))
+    let vault = Vault::from_env(&sdk, &env)?;
+    Ok(build(&sdk, &base, cfg, vault))
 }
 
 pub async fn lambda(

@@ -12,6 +12,7 @@
 use crate::{OrderSyncConfig, ShopSpec};
 use chrono::{DateTime, Duration, Utc};
 use futures::{stream, StreamExt};
+use parcelwatch::crypto::{Vault, VaultError};
 use parcelwatch::domain::order::{
     plan_order, Order, Platform, SkipReason, StopReason, SubOrderPlan,
 };
@@ -87,6 +88,8 @@ enum SyncError {
     Platform(#[from] OrderError),
     #[error("table: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Phone(#[from] VaultError),
     #[error("{0}")]
     Other(String),
 }
@@ -97,6 +100,7 @@ pub async fn run_sync<F, T, O, S>(
     top: Option<&T>,
     orders: &O,
     shipments: &S,
+    vault: &Vault,
     cfg: &OrderSyncConfig,
     now: DateTime<Utc>,
 ) -> SyncReport
@@ -113,11 +117,11 @@ where
     for spec in &cfg.shops {
         let shop_report = match spec.platform {
             Platform::Fw199 => match fw199 {
-                Some(src) => sync_shop(src, orders, shipments, cfg, spec, now).await,
+                Some(src) => sync_shop(src, orders, shipments, vault, cfg, spec, now).await,
                 None => unconfigured(spec),
             },
             Platform::Top => match top {
-                Some(src) => sync_shop(src, orders, shipments, cfg, spec, now).await,
+                Some(src) => sync_shop(src, orders, shipments, vault, cfg, spec, now).await,
                 None => unconfigured(spec),
             },
         };
@@ -142,6 +146,7 @@ pub async fn sync_shop<P, O, S>(
     source: &P,
     orders: &O,
     shipments: &S,
+    vault: &Vault,
     cfg: &OrderSyncConfig,
     spec: &ShopSpec,
     now: DateTime<Utc>,
@@ -156,7 +161,12 @@ where
         shop: spec.shop.clone(),
         ..ShopReport::default()
     };
-    let result = sync_windows(source, orders, shipments, cfg, spec, now, &mut report).await;
+    let sinks = Sinks {
+        orders,
+        shipments,
+        vault,
+    };
+    let result = sync_windows(source, &sinks, cfg, spec, now, &mut report).await;
     if let Err(e) = result {
         let retry_after = match &e {
             SyncError::Platform(pe) => pe.retry_after(),
@@ -165,6 +175,7 @@ where
         let retryable = match &e {
             SyncError::Platform(pe) => pe.is_retryable(),
             SyncError::Store(se) => se.is_retryable(),
+            SyncError::Phone(ve) => ve.is_retryable(),
             SyncError::Other(_) => false,
         };
         tracing::warn!(
@@ -197,10 +208,16 @@ where
     report
 }
 
+/// Where a shop's orders and parcels are written, and the vault that seals their phones first.
+struct Sinks<'a, O, S> {
+    orders: &'a O,
+    shipments: &'a S,
+    vault: &'a Vault,
+}
+
 async fn sync_windows<P, O, S>(
     source: &P,
-    orders: &O,
-    shipments: &S,
+    sinks: &Sinks<'_, O, S>,
     cfg: &OrderSyncConfig,
     spec: &ShopSpec,
     now: DateTime<Utc>,
@@ -211,6 +228,11 @@ where
     O: OrderStore,
     S: ShipmentStore,
 {
+    let Sinks {
+        orders,
+        shipments,
+        vault,
+    } = *sinks;
     let platform = spec.platform;
     let state = orders.sync_state(platform, &spec.shop).await?;
     let before = state.as_ref().map(|s| s.watermark);
@@ -251,7 +273,7 @@ where
             .map(|order| async move {
                 let mut tally = ShopReport::default();
                 let incomplete =
-                    process_order(orders, shipments, cfg, order, now, &mut tally).await?;
+                    process_order(orders, shipments, vault, cfg, order, now, &mut tally).await?;
                 Ok::<_, SyncError>((tally, incomplete, order.modified))
             })
             .collect();
@@ -378,13 +400,21 @@ async fn fetch_window<P: OrderSource>(
 async fn process_order<O: OrderStore, S: ShipmentStore>(
     orders: &O,
     shipments: &S,
+    vault: &Vault,
     cfg: &OrderSyncConfig,
     order: &Order,
     now: DateTime<Utc>,
     report: &mut ShopReport,
 ) -> Result<bool, SyncError> {
+    // The phone is sealed before the order is written; a masked or blank one is dropped.
+    let mut order = order.clone();
+    let sealed = match order.phone() {
+        Some(p) => Some(vault.seal(&p).await?),
+        None => None,
+    };
+    order.seal_phone(sealed);
     // Plan from the merged order: what a blank answer left out is still known.
-    let merged = orders.upsert_order(order, now).await?;
+    let merged = orders.upsert_order(&order, now).await?;
     let mut incomplete = false;
     report.orders += 1;
     let order_ref = merged.order_ref();
@@ -621,6 +651,7 @@ mod tests {
     struct World {
         orders: MemoryOrderStore,
         shipments: MemoryStore,
+        vault: Vault,
     }
 
     impl World {
@@ -628,6 +659,7 @@ mod tests {
             World {
                 orders: MemoryOrderStore::new(),
                 shipments: MemoryStore::new(4),
+                vault: Vault::ephemeral(),
             }
         }
         async fn run(
@@ -637,7 +669,16 @@ mod tests {
             cfg: &OrderSyncConfig,
             now: DateTime<Utc>,
         ) -> SyncReport {
-            run_sync(Some(fw), Some(top), &self.orders, &self.shipments, cfg, now).await
+            run_sync(
+                Some(fw),
+                Some(top),
+                &self.orders,
+                &self.shipments,
+                &self.vault,
+                cfg,
+                now,
+            )
+            .await
         }
     }
 
@@ -880,7 +921,18 @@ mod tests {
         assert_eq!((shop.stopped, shop.already_tracked), (0, 1));
         let stored = w.orders.get(Platform::Top, "kingdo", "1").unwrap();
         assert_eq!(stored.status, TradeStatus::WaitBuyerConfirmGoods);
-        assert_eq!(stored.receiver_mobile.as_deref(), Some("13812345678"));
+        // Kept sealed (never in clear), and the parcel was told its last four digits.
+        let kept = stored.sealed_phone().expect("the stored phone, sealed");
+        assert_eq!(kept.last4(), "5678");
+        assert_eq!(
+            w.vault.open(&kept).await.unwrap().expose(),
+            "+8613812345678"
+        );
+        assert!(!stored
+            .receiver_mobile
+            .as_deref()
+            .unwrap_or("")
+            .contains("13812345678"));
         assert_eq!(
             stored.orders[0].invoice_no.as_deref(),
             Some("YT1234567890123")
@@ -1094,6 +1146,7 @@ mod tests {
             Some(&top),
             &w.orders,
             &w.shipments,
+            &w.vault,
             &cfg(&[(Platform::Fw199, "a"), (Platform::Top, "b")], None),
             now,
         )

@@ -10,6 +10,7 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use chrono::Duration;
 use lambda_runtime::{Error, LambdaEvent};
 use parcelwatch::config::{Config, ConfigError, Env, ProcessEnv};
+use parcelwatch::crypto::Vault;
 use parcelwatch::domain::order::Platform;
 use parcelwatch::orders::{Fw199Client, Fw199Config, TopClient, TopConfig};
 use parcelwatch::store::orders::DynamoOrderStore;
@@ -129,6 +130,8 @@ pub struct Deps {
     pub fw199: Option<Fw199Client>,
     pub top: Option<TopClient>,
     pub cfg: OrderSyncConfig,
+    /// Seals the receivers' phones before orders and parcels are written.
+    pub vault: Vault,
 }
 
 impl Deps {
@@ -152,7 +155,8 @@ impl Deps {
             .load()
             .await;
         let http = reqwest::Client::builder().build()?;
-        Ok(Deps::new(&sdk, &base, cfg, fw199, top, http))
+        let vault = Vault::from_env(&sdk, &env)?;
+        Ok(Deps::new(&sdk, &base, cfg, fw199, top, http, vault))
     }
 
     pub fn new(
@@ -162,6 +166,7 @@ impl Deps {
         fw199: Option<Fw199Config>,
         top: Option<TopConfig>,
         http: reqwest::Client,
+        vault: Vault,
     ) -> Deps {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         Deps {
@@ -170,6 +175,7 @@ impl Deps {
             fw199: fw199.map(|c| Fw199Client::new(c, http.clone())),
             top: top.map(|c| TopClient::new(c, http)),
             cfg,
+            vault,
         }
     }
 }
@@ -191,6 +197,7 @@ pub async fn handle(deps: &Deps, event: EventBridgeEvent) -> Result<SyncReport, 
         deps.top.as_ref(),
         &deps.orders,
         &deps.shipments,
+        &deps.vault,
         &deps.cfg,
         now,
     )

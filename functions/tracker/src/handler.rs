@@ -183,7 +183,7 @@ where
     }
     let q = TraceQuery {
         id: id.clone(),
-        phone: shipment.recipient.phone.clone(),
+        phone: shipment.recipient.phone.as_ref().map(|p| p.suffix()),
         order_ref: shipment.order_ref.clone(),
     };
     if let Some(sub) = t

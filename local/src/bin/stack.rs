@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use parcelwatch::config::{Config, ConfigError};
+use parcelwatch::crypto::{Vault, SAMPLE_EVENT_PHONE};
 use parcelwatch::domain::order::Platform;
-use parcelwatch::domain::{Locale, PhoneNumber, Priority, Recipient, Shipment, ShipmentId};
+use parcelwatch::domain::{
+    Locale, PhoneNumber, Priority, Recipient, SealedPhone, Shipment, ShipmentId,
+};
 use parcelwatch::store::{DynamoStore, ShipmentStore, StoreError};
 use parcelwatch_local::clock::{AcceleratedClock, Clock};
 use parcelwatch_local::moto::{workspace_root, MotoError};
@@ -254,6 +257,8 @@ struct Running {
     stack: LocalStack,
     sandbox: Sandbox,
     env: Vec<(String, String)>,
+    /// The first demo waybill's phone sealed under the stack's key, for the sample events.
+    sample_phone: SealedPhone,
     lines: Vec<String>,
     // Declared last, so dropped (killed) after everything that talks to it.
     moto: FixedMoto,
@@ -284,9 +289,11 @@ async fn start(args: &Args, root: &Path) -> Result<Running, UpError> {
         &base.table_name,
         base.due_shards,
     );
+    // Phones are sealed as the api seals them: under the stack's phone key (PHONE_KEY_ID).
+    let vault = Vault::from_env(&stack.sdk_config, &env_map)?;
     let mut lines = Vec::new();
     for w in &DEMO_WAYBILLS {
-        lines.push(register(&store, &sandbox, clock.now(), now, w).await?);
+        lines.push(register(&store, &vault, &sandbox, clock.now(), now, w).await?);
     }
     // Orders for `make invoke-order-sync` to pull (their waybills get journeys too).
     // Created three hours ago, so shipped (consigned two hours after creation) by now.
@@ -298,18 +305,63 @@ async fn start(args: &Args, root: &Path) -> Result<Running, UpError> {
         fw.len(),
         top.len()
     ));
+    // The sample stream events carry a stand-in sealed phone: `make stack` writes copies that
+    // hold the first waybill's phone sealed under this stack's key, which its notifier opens.
+    let first = PhoneNumber::parse(DEMO_WAYBILLS[0].phone)
+        .map_err(|e| UpError::Waybill(format!("sample phone: {e}")))?;
+    let sample_phone = vault
+        .seal(&first)
+        .await
+        .map_err(|e| UpError::Waybill(format!("sample phone: {e}")))?;
     Ok(Running {
         stack,
         sandbox,
         env,
+        sample_phone,
         lines,
         moto,
     })
 }
 
+/// The notifier's sample events as they hold for this stack: `events/notifier/<name>.json` with
+/// the stand-in sealed phone replaced by `phone`, under `dir/notifier/`. Returns the paths.
+fn write_sample_events(dir: &Path, phone: &SealedPhone) -> Result<Vec<PathBuf>, UpError> {
+    let samples = [
+        (
+            "transition.json",
+            include_str!("../../../events/notifier/transition.json"),
+        ),
+        (
+            "no-transition.json",
+            include_str!("../../../events/notifier/no-transition.json"),
+        ),
+        (
+            "mixed-batch.json",
+            include_str!("../../../events/notifier/mixed-batch.json"),
+        ),
+    ];
+    let dir = dir.join("notifier");
+    fs::create_dir_all(&dir).map_err(|source| UpError::File {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut out = Vec::with_capacity(samples.len());
+    for (name, text) in samples {
+        let path = dir.join(name);
+        let text = text.replace(SAMPLE_EVENT_PHONE, phone.as_str());
+        fs::write(&path, text).map_err(|source| UpError::File {
+            path: path.clone(),
+            source,
+        })?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
 /// Register one waybill on both sides; returns a line describing it.
 async fn register(
     store: &DynamoStore,
+    vault: &Vault,
     sandbox: &Sandbox,
     sim_now: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -319,6 +371,10 @@ async fn register(
         .map_err(|e| UpError::Waybill(format!("{}/{}: {e}", w.carrier, w.number)))?;
     let phone =
         PhoneNumber::parse(w.phone).map_err(|e| UpError::Waybill(format!("{id} phone: {e}")))?;
+    let sealed = vault
+        .seal(&phone)
+        .await
+        .map_err(|e| UpError::Waybill(format!("{id} phone: {e}")))?;
     let shipped_at = sim_now - chrono::Duration::hours(w.shipped_hours_ago);
     let journey = sandbox.register_kind(w.kind, w.carrier, w.number, shipped_at);
     let shipment = Shipment::register(
@@ -326,7 +382,7 @@ async fn register(
         Priority::Normal,
         "kdniao",
         Recipient {
-            phone: Some(phone.clone()),
+            phone: Some(sealed),
             locale: Locale::ZhCn,
         },
         Some(w.order_ref.to_string()),
@@ -419,6 +475,7 @@ async fn run(args: Args) -> Result<(), UpError> {
         args.moto_port, args.sandbox_port, args.speed
     );
     let up = start(&args, &root).await?;
+    let samples = write_sample_events(&root.join(".local/events"), &up.sample_phone)?;
     let env_file = root.join(".local/stack.env");
     let block = export_block(&up.env);
     fs::write(&env_file, &block).map_err(|source| UpError::File {
@@ -444,6 +501,10 @@ async fn run(args: Args) -> Result<(), UpError> {
     println!("registered (sandbox + table):");
     for line in &up.lines {
         println!("  {line}");
+    }
+    println!("notifier sample events with this stack's sealed phone:");
+    for path in &samples {
+        println!("  {}", path.display());
     }
     println!(
         "\n# environment for the functions (also in {})",
@@ -573,14 +634,40 @@ mod tests {
             &up.stack.table_name,
             16,
         );
+        // The notifier's key access: the sealed phones open to the waybills' numbers.
+        let notifier_vault = Vault::from_env(&up.stack.sdk_config, &env).unwrap();
+        // The sample events written for this stack carry a phone its notifier opens.
+        let dir = root.join(format!(".local/test-events-{}", std::process::id()));
+        let written = write_sample_events(&dir, &up.sample_phone).unwrap();
+        assert_eq!(written.len(), 3);
+        for path in &written {
+            let text = fs::read_to_string(path).unwrap();
+            assert!(!text.contains(SAMPLE_EVENT_PHONE), "{}", path.display());
+            assert!(
+                text.contains(up.sample_phone.as_str()),
+                "{}",
+                path.display()
+            );
+        }
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(
+            notifier_vault
+                .open(&up.sample_phone)
+                .await
+                .unwrap()
+                .expose(),
+            DEMO_WAYBILLS[0].phone
+        );
         for w in &DEMO_WAYBILLS {
             let id = ShipmentId::parse(w.carrier, w.number).unwrap();
             let s = store.get(&id).await.unwrap().expect("registered");
             assert_eq!(s.status, Status::Pending);
             assert!(s.next_check_at.is_some_and(|t| t <= Utc::now()));
+            let sealed = s.recipient.phone.clone().expect("a sealed phone");
+            assert!(!sealed.as_str().contains(&w.phone[3..]));
             assert_eq!(
-                s.recipient.phone.as_ref().map(|p| p.expose()),
-                Some(w.phone)
+                notifier_vault.open(&sealed).await.unwrap().expose(),
+                w.phone
             );
             assert_eq!(
                 up.sandbox.journey(w.carrier, w.number).unwrap().kind,

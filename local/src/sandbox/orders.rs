@@ -1295,6 +1295,7 @@ mod tests {
             default_provider: "kdniao".into(),
         };
         let (orders, shipments) = (MemoryOrderStore::new(), MemoryStore::new(4));
+        let vault = parcelwatch::crypto::Vault::ephemeral();
         let parcels = |list: &[Order]| -> usize {
             list.iter()
                 .flat_map(plan_order)
@@ -1304,7 +1305,7 @@ mod tests {
 
         // TOP is throttled on the first run: fw199 goes on, TOP keeps its watermark.
         sb.set_throttle(Platform::Top, 1, 20);
-        let r = run_sync(Some(&fw), Some(&tp), &orders, &shipments, &cfg, now).await;
+        let r = run_sync(Some(&fw), Some(&tp), &orders, &shipments, &vault, &cfg, now).await;
         let (f, t) = (&r.shops[0], &r.shops[1]);
         assert_eq!(f.error, None);
         assert_eq!(f.orders, 12);
@@ -1321,7 +1322,16 @@ mod tests {
         clock.advance(Duration::minutes(5));
         let now2 = clock.now();
         sb.blank_fields_next(1000);
-        let r = run_sync(Some(&fw), Some(&tp), &orders, &shipments, &cfg, now2).await;
+        let r = run_sync(
+            Some(&fw),
+            Some(&tp),
+            &orders,
+            &shipments,
+            &vault,
+            &cfg,
+            now2,
+        )
+        .await;
         let t = &r.shops[1];
         assert_eq!(t.error, None);
         // A sales-event answer: every TOP order blank, nothing registered, nothing stopped.
@@ -1335,7 +1345,16 @@ mod tests {
         sb.blank_fields_next(0);
         clock.advance(Duration::minutes(5));
         orders.sync.lock().unwrap().clear();
-        let r = run_sync(Some(&fw), Some(&tp), &orders, &shipments, &cfg, clock.now()).await;
+        let r = run_sync(
+            Some(&fw),
+            Some(&tp),
+            &orders,
+            &shipments,
+            &vault,
+            &cfg,
+            clock.now(),
+        )
+        .await;
         let total: u64 = r.shops.iter().map(|s| s.shipments_registered).sum();
         assert!(
             total > 0,
@@ -1358,7 +1377,16 @@ mod tests {
         sb.refund_sub_order(Platform::Top, "可拆卸aa", &split.tid, &split.orders[1].oid)
             .unwrap();
         clock.advance(Duration::minutes(5));
-        let r = run_sync(Some(&fw), Some(&tp), &orders, &shipments, &cfg, clock.now()).await;
+        let r = run_sync(
+            Some(&fw),
+            Some(&tp),
+            &orders,
+            &shipments,
+            &vault,
+            &cfg,
+            clock.now(),
+        )
+        .await;
         assert_eq!(r.shops[0].stopped + r.shops[1].stopped, 2, "{r:?}");
         for (o, i) in [(&closed, 0usize), (split, 1)] {
             let id = o.orders[i].shipment_id().unwrap();

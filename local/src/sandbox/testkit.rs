@@ -29,7 +29,7 @@ pub(crate) async fn sandbox(seed: u64) -> (Sandbox, SimClock) {
 pub(crate) fn query(carrier: &str, number: &str, phone: Option<&str>) -> TraceQuery {
     TraceQuery {
         id: ShipmentId::parse(carrier, number).expect("valid id"),
-        phone: phone.map(|p| PhoneNumber::parse(p).expect("valid phone")),
+        phone: phone.map(|p| (&PhoneNumber::parse(p).expect("valid phone")).into()),
         order_ref: None,
     }
 }

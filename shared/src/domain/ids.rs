@@ -237,6 +237,116 @@ impl fmt::Display for PhoneNumber {
     }
 }
 
+/// The last four digits of a recipient's phone: all the carriers that check a phone ask for
+/// (Kdniao `CustomerName`, Kuaidi100 `phone`), and all of it that is stored in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PhoneLast4(String);
+
+impl PhoneLast4 {
+    /// Exactly four ASCII digits.
+    pub fn parse(s: &str) -> Option<PhoneLast4> {
+        (s.len() == 4 && s.bytes().all(|b| b.is_ascii_digit())).then(|| PhoneLast4(s.to_string()))
+    }
+    pub fn last4(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&PhoneNumber> for PhoneLast4 {
+    fn from(p: &PhoneNumber) -> PhoneLast4 {
+        PhoneLast4(p.last4().to_string())
+    }
+}
+
+impl fmt::Display for PhoneLast4 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "****{}", self.0)
+    }
+}
+
+/// The version prefix of a sealed phone.
+pub const SEALED_PHONE_PREFIX: &str = "pw1";
+
+/// A recipient phone number as it is kept at rest: envelope-encrypted (see
+/// `parcelwatch::crypto`), `pw1.<last4>.<wrapped data key>.<nonce>.<ciphertext>` (the last three
+/// URL-safe base64 without padding). Only its last four digits are readable without the key;
+/// `Debug` and `Display` show `****5678`. Everything but the notifier carries it opaque.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SealedPhone {
+    sealed: String,
+    last4: PhoneLast4,
+}
+
+impl SealedPhone {
+    /// Read a stored sealed phone. Checks its shape, not its cryptography.
+    pub fn parse(sealed: &str) -> Result<SealedPhone, String> {
+        let parts: Vec<&str> = sealed.split('.').collect();
+        let [prefix, last4, wrapped, nonce, ciphertext] = parts.as_slice() else {
+            return Err("sealed phone does not have five parts".into());
+        };
+        if *prefix != SEALED_PHONE_PREFIX {
+            return Err(format!(
+                "sealed phone version `{prefix}` is not {SEALED_PHONE_PREFIX}"
+            ));
+        }
+        let last4 = PhoneLast4::parse(last4).ok_or("sealed phone has no last four digits")?;
+        let b64 = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !(b64(wrapped) && b64(nonce) && b64(ciphertext)) {
+            return Err("sealed phone parts are not base64url".into());
+        }
+        Ok(SealedPhone {
+            sealed: sealed.to_string(),
+            last4,
+        })
+    }
+    /// The stored form.
+    pub fn as_str(&self) -> &str {
+        &self.sealed
+    }
+    pub fn last4(&self) -> &str {
+        self.last4.last4()
+    }
+    pub fn suffix(&self) -> PhoneLast4 {
+        self.last4.clone()
+    }
+    /// The three opaque parts: wrapped data key, nonce, ciphertext (base64url).
+    pub fn parts(&self) -> (&str, &str, &str) {
+        let mut it = self.sealed.splitn(5, '.').skip(2);
+        (
+            it.next().unwrap_or_default(),
+            it.next().unwrap_or_default(),
+            it.next().unwrap_or_default(),
+        )
+    }
+}
+
+impl TryFrom<String> for SealedPhone {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        SealedPhone::parse(&s)
+    }
+}
+impl From<SealedPhone> for String {
+    fn from(p: SealedPhone) -> String {
+        p.sealed
+    }
+}
+impl fmt::Debug for SealedPhone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealedPhone({})", self.last4)
+    }
+}
+impl fmt::Display for SealedPhone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.last4, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +399,30 @@ mod tests {
         assert_eq!(format!("{p:?}"), "PhoneNumber(+86138****5678)");
         assert!(PhoneNumber::parse("12345").is_err());
         assert!(PhoneNumber::parse("+86abc").is_err());
+    }
+
+    #[test]
+    fn sealed_phones_parse_their_shape_and_print_only_the_last_four() {
+        let s = SealedPhone::parse("pw1.5678.d3JhcHBlZA.bm9uY2U.Y2lwaGVy").unwrap();
+        assert_eq!(s.last4(), "5678");
+        assert_eq!(s.parts(), ("d3JhcHBlZA", "bm9uY2U", "Y2lwaGVy"));
+        assert_eq!(format!("{s:?}"), "SealedPhone(****5678)");
+        assert_eq!(s.to_string(), "****5678");
+        assert_eq!(s.suffix(), PhoneLast4::parse("5678").unwrap());
+        for bad in [
+            "13812345678",
+            "+8613812345678",
+            "pw2.5678.a.b.c",
+            "pw1.567.a.b.c",
+            "pw1.5678.a.b",
+            "pw1.5678.a.b.c.d",
+            "pw1.5678.a+.b.c",
+            "pw1.5678..b.c",
+        ] {
+            assert!(SealedPhone::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(PhoneLast4::parse("12a4"), None);
+        let p = PhoneNumber::parse("13812345678").unwrap();
+        assert_eq!(PhoneLast4::from(&p).last4(), "5678");
     }
 }

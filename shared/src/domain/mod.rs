@@ -12,7 +12,7 @@ pub mod trace;
 
 pub use carriers::CarrierInfo;
 pub use detect::{detect, detect_carrier, Candidate};
-pub use ids::{Carrier, IdError, PhoneNumber, ShipmentId, TrackingNumber};
+pub use ids::{Carrier, IdError, PhoneLast4, PhoneNumber, SealedPhone, ShipmentId, TrackingNumber};
 pub use schedule::{
     check_interval, next_check_at, plan_next_check, safety_net_check, Priority, SAFETY_NET,
 };

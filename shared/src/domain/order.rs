@@ -7,7 +7,7 @@
 //! a trade may be part-shipped (`SELLER_CONSIGNED_PART`). During sales events Taobao answers with
 //! blank fields; a blank is never evidence of anything (see [`plan_order`]).
 
-use super::ids::{mask_phone, Carrier, PhoneNumber, ShipmentId, TrackingNumber};
+use super::ids::{mask_phone, Carrier, PhoneNumber, SealedPhone, ShipmentId, TrackingNumber};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -222,7 +222,9 @@ pub struct Order {
     pub created: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified: Option<DateTime<Utc>>,
-    /// As the platform gives it; Taobao often masks it (`*******1889`). Never logged in clear.
+    /// As the platform gives it; Taobao often masks it (`*******1889`). Never logged in clear,
+    /// never stored in clear: order-sync replaces a usable number by its sealed form
+    /// ([`Order::seal_phone`]) before the order is written, and drops an unusable one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receiver_mobile: Option<String>,
     #[serde(default)]
@@ -240,7 +242,13 @@ impl fmt::Debug for Order {
             .field("modified", &self.modified)
             .field(
                 "receiver_mobile",
-                &self.receiver_mobile.as_deref().map(mask_phone),
+                &self
+                    .receiver_mobile
+                    .as_deref()
+                    .map(|m| match SealedPhone::parse(m) {
+                        Ok(sealed) => format!("{sealed:?}"),
+                        Err(_) => mask_phone(m),
+                    }),
             )
             .field("orders", &self.orders)
             .finish()
@@ -255,6 +263,15 @@ impl Order {
     /// The receiver's phone when it is a usable number (not blank, not masked).
     pub fn phone(&self) -> Option<PhoneNumber> {
         present(&self.receiver_mobile).and_then(|m| PhoneNumber::parse(m).ok())
+    }
+    /// The receiver's phone once sealed ([`Order::seal_phone`]).
+    pub fn sealed_phone(&self) -> Option<SealedPhone> {
+        present(&self.receiver_mobile).and_then(|m| SealedPhone::parse(m).ok())
+    }
+    /// Keep the phone sealed (what [`Order::phone`] gave, sealed) or nothing: a masked or blank
+    /// value is no use, and a clear one must not be stored.
+    pub fn seal_phone(&mut self, sealed: Option<SealedPhone>) {
+        self.receiver_mobile = sealed.map(String::from);
     }
 }
 
@@ -330,7 +347,7 @@ pub enum SubOrderPlan {
     Track {
         id: ShipmentId,
         oids: Vec<String>,
-        phone: Option<PhoneNumber>,
+        phone: Option<SealedPhone>,
     },
     /// Stop checking the parcel: every sub-order in it was closed or refunded.
     StopTracking {
@@ -435,7 +452,7 @@ pub fn plan_order(order: &Order) -> Vec<SubOrderPlan> {
         }
     }
 
-    let phone = order.phone();
+    let phone = order.sealed_phone();
     slots
         .into_iter()
         .map(|slot| match slot {
@@ -462,6 +479,8 @@ pub fn plan_order(order: &Order) -> Vec<SubOrderPlan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SEALED: &str = "pw1.5678.d3JhcHBlZA.bm9uY2U.Y2lwaGVy";
     use chrono::TimeZone;
 
     fn t(h: u32) -> DateTime<Utc> {
@@ -487,7 +506,7 @@ mod tests {
             status: TradeStatus::parse(status),
             created: Some(t(1)),
             modified: Some(t(2)),
-            receiver_mobile: Some("13812345678".into()),
+            receiver_mobile: Some(SEALED.into()),
             orders: subs,
         }
     }
@@ -585,7 +604,8 @@ mod tests {
             order: Order,
             want: Vec<SubOrderPlan>,
         }
-        let phone = PhoneNumber::parse("13812345678").ok();
+        let phone = SealedPhone::parse(SEALED).ok();
+        assert!(phone.is_some());
         let track = |c: &str, n: &str, oids: &[&str]| SubOrderPlan::Track {
             id: id(c, n),
             oids: oids.iter().map(|s| s.to_string()).collect(),
@@ -793,6 +813,14 @@ mod tests {
     fn masked_or_blank_phones_are_not_used_and_debug_masks_them() {
         let mut o = order("WAIT_BUYER_CONFIRM_GOODS", vec![]);
         assert_eq!(
+            o.sealed_phone().map(|p| p.last4().to_string()),
+            Some("5678".into())
+        );
+        assert_eq!(o.phone(), None);
+        assert!(format!("{o:?}").contains("SealedPhone(****5678)"));
+        o.receiver_mobile = Some("13812345678".into());
+        assert_eq!(o.sealed_phone(), None);
+        assert_eq!(
             o.phone().map(|p| p.expose().to_string()),
             Some("+8613812345678".into())
         );
@@ -803,6 +831,10 @@ mod tests {
         assert_eq!(o.phone(), None);
         o.receiver_mobile = Some(" ".into());
         assert_eq!(o.phone(), None);
+        o.seal_phone(SealedPhone::parse(SEALED).ok());
+        assert_eq!(o.receiver_mobile.as_deref(), Some(SEALED));
+        o.seal_phone(None);
+        assert_eq!(o.receiver_mobile, None);
         assert_eq!(o.order_ref(), "fw199:kingdo:1410072240792463390");
     }
 }

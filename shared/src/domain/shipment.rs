@@ -1,6 +1,6 @@
 //! The tracked parcel and the pure decision taken after every check.
 
-use super::ids::{PhoneNumber, ShipmentId};
+use super::ids::{SealedPhone, ShipmentId};
 use super::schedule::{plan_next_check, safety_net_check, Priority};
 use super::status::{Status, SubStatus};
 use super::trace::{keyed_events, EventKey, TraceEvent, TraceSnapshot};
@@ -32,11 +32,12 @@ impl Locale {
     }
 }
 
-/// Who is told about the parcel.
+/// Who is told about the parcel. The phone is sealed (see [`SealedPhone`]): only the notifier
+/// opens it, to send the SMS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Recipient {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<PhoneNumber>,
+    pub phone: Option<SealedPhone>,
     #[serde(default)]
     pub locale: Locale,
 }

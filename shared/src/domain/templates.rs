@@ -5,7 +5,6 @@
 //! (70 characters) and an en body one GSM-7 segment (160) for realistic inputs; the trace-line
 //! snippet is what gets shortened, never the facts.
 
-use super::ids::PhoneNumber;
 use super::shipment::{Locale, Shipment, Transition};
 use super::status::Status;
 
@@ -201,8 +200,10 @@ fn snippet_for(kind: Kind, shipment: &Shipment, locale: Locale) -> Option<String
         | Kind::Exception => event.description.as_str(),
         _ => return None,
     };
-    let cleaned =
-        mask_recipient_phone(&collapse_whitespace(raw), shipment.recipient.phone.as_ref());
+    let cleaned = mask_recipient_phone(
+        &collapse_whitespace(raw),
+        shipment.recipient.phone.as_ref().map(|p| p.last4()),
+    );
     let cleaned = cleaned
         .trim_end_matches(['。', '.', '，', ',', ' '])
         .to_string();
@@ -253,25 +254,41 @@ fn collapse_whitespace(s: &str) -> String {
 }
 
 /// Replace the recipient's number, in any of its usual spellings, with its masked form.
-fn mask_recipient_phone(s: &str, phone: Option<&PhoneNumber>) -> String {
-    let Some(phone) = phone else {
+fn mask_recipient_phone(s: &str, last4: Option<&str>) -> String {
+    let Some(last4) = last4 else {
         return s.to_string();
     };
-    let e164 = phone.expose();
-    let digits = e164.trim_start_matches('+');
-    let national = digits.strip_prefix("86").unwrap_or(digits);
-    let mut out = s.to_string();
-    for spelling in [e164, digits, national] {
-        if spelling.len() >= 8 {
+    // The sealed phone only tells its last four digits: mask every mobile number spelling in
+    // the line (`13812345678`, `8613812345678`, `+8613812345678`) that ends with them. A
+    // courier's number that happens to share them is masked too, which costs nothing.
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let start = i;
+        if chars[i] == '+' && chars.get(i + 1).is_some_and(|c| c.is_ascii_digit()) {
+            i += 1;
+        }
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        while i < chars.len() && chars[i].is_ascii_digit() {
+            i += 1;
+        }
+        let run: String = chars[start..i].iter().collect();
+        let digits = run.trim_start_matches('+');
+        let national = digits.strip_prefix("86").filter(|_| digits.len() == 13);
+        let mobile = national.unwrap_or(digits);
+        if mobile.len() == 11 && mobile.starts_with('1') && mobile.ends_with(last4) {
             // Keep the first three and last four characters, the way couriers print numbers.
-            let n = spelling.len();
-            let masked = format!(
-                "{}{}{}",
-                &spelling[..3],
-                "*".repeat(n - 7),
-                &spelling[n - 4..]
-            );
-            out = out.replace(spelling, &masked);
+            let n = run.len();
+            out.push_str(&run[..3]);
+            out.push_str(&"*".repeat(n - 7));
+            out.push_str(&run[n - 4..]);
+        } else {
+            out.push_str(&run);
         }
     }
     out
@@ -405,7 +422,10 @@ mod tests {
             Priority::Normal,
             "kdniao",
             Recipient {
-                phone: Some(PhoneNumber::parse(PHONE).unwrap()),
+                phone: Some(
+                    crate::domain::SealedPhone::parse("pw1.5678.d3JhcHBlZA.bm9uY2U.Y2lwaGVy")
+                        .unwrap(),
+                ),
                 locale: Locale::ZhCn,
             },
             None,
@@ -744,6 +764,25 @@ mod tests {
         let zh = render(&leak, &tr(OutForDelivery, Delivered, None), Locale::ZhCn).unwrap();
         assert!(zh.body.contains("138****5678"), "{}", zh.body);
         assert!(!zh.body.contains(PHONE), "{}", zh.body);
+        // Every spelling of it; a courier's number ending otherwise is left for the buyer.
+        for (line, masked) in [
+            ("电话+8613812345678签收", "+86*******5678"),
+            ("电话 8613812345678 签收", "861******5678"),
+            (
+                "快递员13900001111，收件人13812345678",
+                "快递员13900001111，收件人138****5678",
+            ),
+        ] {
+            assert!(
+                mask_recipient_phone(line, Some("5678")).contains(masked),
+                "{line}"
+            );
+        }
+        assert_eq!(mask_recipient_phone("13812345678", None), "13812345678");
+        assert_eq!(
+            mask_recipient_phone("138123456789", Some("6789")),
+            "138123456789"
+        );
 
         // A short city snippet, ASCII lines do reach English texts.
         let city = shipment(

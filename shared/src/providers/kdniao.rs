@@ -560,14 +560,14 @@ impl TraceProvider for KdniaoClient {
 mod tests {
     use super::*;
     use crate::config::Secret;
-    use crate::domain::{PhoneNumber, ShipmentId};
+    use crate::domain::{PhoneLast4, PhoneNumber, ShipmentId};
 
     const APP_KEY: &str = "test-appkey-0000";
 
     fn query(carrier: &str, number: &str, phone: Option<&str>) -> TraceQuery {
         TraceQuery {
             id: ShipmentId::parse(carrier, number).unwrap(),
-            phone: phone.map(|p| PhoneNumber::parse(p).unwrap()),
+            phone: phone.map(|p| PhoneLast4::from(&PhoneNumber::parse(p).unwrap())),
             order_ref: Some("TB-ORDER-1".into()),
         }
     }

@@ -377,7 +377,7 @@ pub fn build_push_form(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{PhoneNumber, ShipmentId, Status, SubStatus};
+    use crate::domain::{PhoneLast4, PhoneNumber, ShipmentId, Status, SubStatus};
     use crate::providers::kdniao::{parse_response, KdniaoTrace};
     use crate::providers::push::form_encode;
     use std::collections::HashMap;
@@ -388,7 +388,7 @@ mod tests {
     fn query(carrier: &str, number: &str, phone: Option<&str>) -> TraceQuery {
         TraceQuery {
             id: ShipmentId::parse(carrier, number).unwrap(),
-            phone: phone.map(|p| PhoneNumber::parse(p).unwrap()),
+            phone: phone.map(|p| PhoneLast4::from(&PhoneNumber::parse(p).unwrap())),
             order_ref: None,
         }
     }

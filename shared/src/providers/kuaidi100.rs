@@ -957,7 +957,7 @@ impl TraceProvider for Kuaidi100Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::PhoneNumber;
+    use crate::domain::{PhoneLast4, PhoneNumber};
     use chrono::{DateTime, Utc};
     use std::collections::HashMap;
 
@@ -970,7 +970,7 @@ mod tests {
     fn query(carrier: &str, number: &str, phone: Option<&str>) -> TraceQuery {
         TraceQuery {
             id: ShipmentId::parse(carrier, number).unwrap(),
-            phone: phone.map(|p| PhoneNumber::parse(p).unwrap()),
+            phone: phone.map(|p| PhoneLast4::from(&PhoneNumber::parse(p).unwrap())),
             order_ref: None,
         }
     }

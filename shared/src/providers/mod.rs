@@ -45,7 +45,7 @@ pub mod recognize;
 pub mod taobao;
 pub mod unknown;
 
-use crate::domain::{PhoneNumber, ShipmentId, TraceSnapshot};
+use crate::domain::{PhoneLast4, ShipmentId, TraceSnapshot};
 use std::future::Future;
 use std::time::Duration;
 
@@ -53,8 +53,9 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct TraceQuery {
     pub id: ShipmentId,
-    /// SF and some others demand the last four digits of the recipient's phone.
-    pub phone: Option<PhoneNumber>,
+    /// SF and some others demand the last four digits of the recipient's phone: all a provider
+    /// is given of it.
+    pub phone: Option<PhoneLast4>,
     pub order_ref: Option<String>,
 }
 

@@ -92,6 +92,14 @@ pub trait OrderStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<Order>, StoreError>> + Send;
 }
 
+/// The order as a store may keep it: its phone only when sealed. A clear number must not be
+/// stored, and a masked or blank one is no use (the stored sealed phone then stays).
+fn only_sealed_phone(order: &Order) -> Order {
+    let mut o = order.clone();
+    o.receiver_mobile = order.sealed_phone().map(String::from);
+    o
+}
+
 fn pick(new: &Option<String>, old: &Option<String>) -> Option<String> {
     match new.as_deref().map(str::trim) {
         Some(s) if !s.is_empty() => Some(s.to_string()),
@@ -212,7 +220,7 @@ impl OrderStore for MemoryOrderStore {
         *lock(&self.upserts) += 1;
         let key = (order.platform, order.shop.clone(), order.tid.clone());
         let mut m = lock(&self.orders);
-        let merged = merge_order(m.get(&key), order);
+        let merged = merge_order(m.get(&key), &only_sealed_phone(order));
         m.insert(key, merged.clone());
         Ok(merged)
     }
@@ -267,8 +275,9 @@ struct OrderRecord {
     created: Option<String>,
     #[serde(default)]
     modified: Option<String>,
+    /// The receiver's phone, sealed (`pw1.<last4>.…`).
     #[serde(default)]
-    receiver_mobile: Option<String>,
+    receiver_phone_enc: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -410,7 +419,7 @@ impl DynamoOrderStore {
             status: TradeStatus::parse(meta.status.as_deref().unwrap_or("")),
             created: meta.created.as_deref().and_then(parse_time),
             modified: meta.modified.as_deref().and_then(parse_time),
-            receiver_mobile: meta.receiver_mobile,
+            receiver_mobile: meta.receiver_phone_enc,
             orders: subs,
         }))
     }
@@ -485,7 +494,7 @@ impl OrderStore for DynamoOrderStore {
             .set("status", Some(order.status.as_str().to_string()))
             .set("created", order.created.map(fmt_time))
             .set("modified", modified.clone())
-            .set("receiver_mobile", order.receiver_mobile.clone());
+            .set("receiver_phone_enc", order.sealed_phone().map(String::from));
         // The order first: when it is older than what we hold, none of its sub-orders are written.
         if self.update(&pk, META, &meta, modified.as_deref()).await? {
             for sub in order.orders.iter().filter(|o| !o.oid.trim().is_empty()) {
@@ -521,6 +530,8 @@ impl OrderStore for DynamoOrderStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SEALED: &str = "pw1.5678.d3JhcHBlZA.bm9uY2U.Y2lwaGVy";
     use chrono::TimeZone;
 
     fn t(h: u32) -> DateTime<Utc> {
@@ -543,7 +554,7 @@ mod tests {
             status: TradeStatus::WaitBuyerConfirmGoods,
             created: Some(t(1)),
             modified: Some(t(modified)),
-            receiver_mobile: Some("13812345678".into()),
+            receiver_mobile: Some(SEALED.into()),
             orders: subs,
         }
     }
@@ -575,7 +586,7 @@ mod tests {
         let merged = merge_order(Some(&stored), &newer);
         assert_eq!(merged.status, TradeStatus::SellerConsignedPart);
         assert_eq!(merged.modified, Some(t(4)));
-        assert_eq!(merged.receiver_mobile.as_deref(), Some("13812345678"));
+        assert_eq!(merged.receiver_mobile.as_deref(), Some(SEALED));
         let oids: Vec<&str> = merged.orders.iter().map(|o| o.oid.as_str()).collect();
         assert_eq!(oids, ["1", "2"]);
         assert_eq!(
@@ -608,6 +619,19 @@ mod tests {
             merged.orders[0].logistics_company.as_deref(),
             Some("圆通速递")
         );
+        // A clear or masked number is never stored; the sealed one stays.
+        let other = MemoryOrderStore::new();
+        other.upsert_order(&first, t(3)).await.unwrap();
+        let mut clear = order(3, vec![]);
+        clear.receiver_mobile = Some("13812345678".into());
+        let kept = other.upsert_order(&clear, t(5)).await.unwrap();
+        assert_eq!(kept.receiver_mobile.as_deref(), Some(SEALED));
+        clear.tid = "101".into();
+        let dropped = other.upsert_order(&clear, t(5)).await.unwrap();
+        assert_eq!(dropped.receiver_mobile, None);
+        clear.receiver_mobile = Some("*******5678".into());
+        let dropped = other.upsert_order(&clear, t(5)).await.unwrap();
+        assert_eq!(dropped.receiver_mobile, None);
         assert_eq!(
             store.order(Platform::Top, "kingdo", "100").await.unwrap(),
             Some(merged)

@@ -3,7 +3,7 @@
 //! (`serde_dynamo::Item` in aws_lambda_events), so the notifier reads exactly what the tracker wrote.
 
 use crate::domain::{
-    fmt_time, parse_time, EventKey, Locale, PhoneNumber, Priority, Recipient, Shipment, ShipmentId,
+    fmt_time, parse_time, EventKey, Locale, Priority, Recipient, SealedPhone, Shipment, ShipmentId,
     Status, SubStatus, TraceEvent,
 };
 use serde::{Deserialize, Serialize};
@@ -47,8 +47,9 @@ pub struct ShipmentRecord {
     pub due_sk: Option<String>,
     pub priority: String,
     pub provider: String,
+    /// The recipient's phone, sealed (`pw1.<last4>.…`, see `crate::crypto`). Never in clear.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
+    pub phone_enc: Option<String>,
     #[serde(default)]
     pub locale: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,7 +101,7 @@ impl ShipmentRecord {
             next_check_at: next,
             priority: s.priority.as_str().to_string(),
             provider: s.provider.clone(),
-            phone: s.recipient.phone.as_ref().map(|p| p.expose().to_string()),
+            phone_enc: s.recipient.phone.as_ref().map(|p| p.as_str().to_string()),
             locale: s.recipient.locale.as_str().to_string(),
             order_ref: s.order_ref.clone(),
             created_at: fmt_time(s.created_at),
@@ -156,8 +157,8 @@ impl ShipmentRecord {
             }
             None => None,
         };
-        let phone = match &self.phone {
-            Some(p) => Some(PhoneNumber::parse(p).map_err(|e| bad(format!("phone: {e}")))?),
+        let phone = match &self.phone_enc {
+            Some(p) => Some(SealedPhone::parse(p).map_err(|e| bad(format!("phone_enc: {e}")))?),
             None => None,
         };
         Ok(Shipment {
@@ -258,7 +259,7 @@ mod tests {
             Priority::High,
             "kdniao",
             Recipient {
-                phone: Some(PhoneNumber::parse("+8613812345678").unwrap()),
+                phone: Some(SealedPhone::parse("pw1.5678.d3JhcHBlZA.bm9uY2U.Y2lwaGVy").unwrap()),
                 locale: Locale::En,
             },
             Some("T-1".into()),
@@ -294,6 +295,12 @@ mod tests {
         let item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> =
             serde_dynamo::to_item(&rec).unwrap();
         assert_eq!(item["version"].as_n().unwrap(), "4");
+        // The phone is stored sealed, under its own name; no clear `phone` attribute.
+        assert_eq!(
+            item["phone_enc"].as_s().unwrap(),
+            "pw1.5678.d3JhcHBlZA.bm9uY2U.Y2lwaGVy"
+        );
+        assert!(!item.contains_key("phone"));
         let back: ShipmentRecord = serde_dynamo::from_item(item).unwrap();
         assert_eq!(back.into_shipment().unwrap(), s);
     }
@@ -321,5 +328,11 @@ mod tests {
         rec.status = "Teleported".into();
         let err = rec.into_shipment().unwrap_err();
         assert!(err.reason.contains("Teleported"), "{err}");
+        // A clear number where a sealed one belongs is refused, and not echoed.
+        let mut rec = ShipmentRecord::from_shipment(&sample(), 16);
+        rec.phone_enc = Some("+8613812345678".into());
+        let err = rec.into_shipment().unwrap_err();
+        assert!(err.reason.starts_with("phone_enc: "), "{err}");
+        assert!(!err.to_string().contains("13812345678"), "{err}");
     }
 }
