@@ -26,8 +26,9 @@ setup: $(VENV)/.installed ## install the pinned local stack (moto, cfn-lint, car
 build: ## debug build of every crate
 	cargo build --workspace --all-targets
 
-test: setup template ## every test: unit, handler, sandbox, local-stack integration; cfn-lint
+test: setup template ## every test: unit, handler, sandbox, local-stack integration; cfn-lint; a 10 s fuzz per parser
 	cargo test --workspace --all-targets -- --test-threads=4
+	$(MAKE) fuzz-ci
 
 unit: ## the fast tests only (no moto)
 	cargo test --workspace --lib --bins
@@ -110,6 +111,18 @@ sms: ## every SMS the local SNS (moto on :5005) has "sent"
 
 sandbox: ## the carrier sandbox alone on :9101, time 60x (`make stack` runs its own on :9100)
 	cargo run --quiet -p parcelwatch-local --bin sandbox -- --port $(SANDBOX_PORT) --speed 60
+
+# ---- fuzzing (cargo fuzz; fuzz/ is its own workspace, see scripts/fuzz.sh)
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+
+.PHONY: fuzz fuzz-ci
+
+fuzz: ## fuzz every parser FUZZ_SECONDS (default 60) each; FUZZ_TARGETS='kdniao_push …' for some
+	scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-ci: ## the short fuzz run of `make test`: 10 s per target
+	scripts/fuzz.sh 10
 
 clean: ## remove build output and the local venv
 	cargo clean
