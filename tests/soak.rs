@@ -19,6 +19,10 @@ async fn under_faults_nothing_is_lost_and_nothing_is_sent_twice() {
         kill: 0.05,
         duplicate: 0.08,
         poison: 8,
+        // A quarter of the parcels polled (the query path meets the provider faults), on the
+        // 10-minute ticks the polling tests use.
+        polled_every: 4,
+        tick_minutes: 10,
         own_moto: false,
         ..SoakArgs::default()
     })
@@ -32,12 +36,21 @@ async fn under_faults_nothing_is_lost_and_nothing_is_sent_twice() {
     assert_eq!(report.unledgered, 0, "{report}");
     assert_eq!(report.poison_in_dlq, report.poison_sent, "{report}");
     assert_eq!(report.sent, report.expected_notifications, "{report}");
+    // Polled parcels: never told more than the truth holds (see SoakReport::polled_sent).
+    assert!(
+        report.polled > 0 && report.polled_sent <= report.polled_expected,
+        "{report}"
+    );
     // Every kind of fault actually happened (a soak that injected nothing proves nothing).
     for kind in [
         "aws.sns.publish.throttle",
         "runner.tracker.killed",
         "runner.notifier.killed",
         "runner.notifier.duplicated",
+        "runner.tracker.duplicated",
+        "provider.kdniao.query.http_5xx",
+        "provider.push.garbage",
+        "aws.dynamodb.write.lost_response",
     ] {
         assert!(
             report.faults.get(kind).copied().unwrap_or(0) > 0,

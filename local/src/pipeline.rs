@@ -429,6 +429,18 @@ impl Pipeline {
         n: usize,
         spread: Duration,
     ) -> Result<Vec<Parcel>, BoxError> {
+        self.register_demo_parcels_by(n, spread, |_| "kdniao").await
+    }
+
+    /// Like [`Pipeline::register_demo_parcels`], with the provider each parcel is registered
+    /// with (`provider(i)`). In push mode only Kdniao parcels are subscribed: the others are
+    /// polled through the provider chain.
+    pub async fn register_demo_parcels_by(
+        &mut self,
+        n: usize,
+        spread: Duration,
+        provider: impl Fn(usize) -> &'static str,
+    ) -> Result<Vec<Parcel>, BoxError> {
         let now = self.now();
         let mut parcels = Vec::with_capacity(n);
         let seed = self.opts.seed;
@@ -454,7 +466,7 @@ impl Pipeline {
             let shipment = Shipment::register(
                 id.clone(),
                 priority,
-                "kdniao",
+                provider(i),
                 Recipient {
                     phone: Some(sealed),
                     locale,

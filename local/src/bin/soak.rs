@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
     let args = match SoakArgs::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}\nusage: soak [--parcels N] [--days D] [--seed S] [--tick-minutes M] [--provider-errors F] [--garbage F] [--sns-throttle F] [--dynamo-throttle F] [--dynamo-lost-answer F] [--sqs-errors F] [--kill F] [--duplicate F] [--poison N]");
+            eprintln!("{e}\nusage: soak [--parcels N] [--days D] [--seed S] [--tick-minutes M] [--provider-errors F] [--garbage F] [--sns-throttle F] [--dynamo-throttle F] [--dynamo-lost-answer F] [--sqs-errors F] [--kill F] [--duplicate F] [--poison N] [--polled-every N]");
             return ExitCode::from(2);
         }
     };

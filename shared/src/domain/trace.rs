@@ -50,10 +50,41 @@ pub fn keyed_events(events: &[TraceEvent]) -> Vec<(EventKey, TraceEvent)> {
     let mut out: Vec<(EventKey, TraceEvent)> = Vec::with_capacity(sorted.len());
     for e in sorted {
         let seq = match out.last() {
-            Some((k, _)) if k.time == e.time => k.seq + 1,
+            // More than 65,536 lines in one second is no carrier's trace: the excess is dropped
+            // rather than wrapped onto (and overwriting) the second's first keys.
+            Some((k, _)) if k.time == e.time => match k.seq.checked_add(1) {
+                Some(seq) => seq,
+                None => continue,
+            },
             _ => 0,
         };
         out.push((EventKey { time: e.time, seq }, e));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn keys_of_one_second_never_wrap() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap();
+        let ev = |time| TraceEvent {
+            time,
+            description: "scan".into(),
+            location: None,
+            status: None,
+            raw_code: None,
+        };
+        let mut events: Vec<TraceEvent> = (0..70_000).map(|_| ev(t)).collect();
+        events.push(ev(t + chrono::Duration::seconds(1)));
+        let keyed = keyed_events(&events);
+        assert_eq!(keyed.len(), 65_536 + 1, "the excess of one second is dropped");
+        let mut keys: Vec<EventKey> = keyed.iter().map(|(k, _)| *k).collect();
+        keys.dedup();
+        assert_eq!(keys.len(), keyed.len(), "every key unique");
+        assert_eq!(keyed.last().unwrap().0.seq, 0, "the next second starts at 0");
+    }
 }
