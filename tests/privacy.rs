@@ -323,6 +323,28 @@ async fn no_clear_phone_number_in_any_log_line_nor_any_stored_item() {
     }
     assert!(lines.iter().any(|l| l.contains("SealedPhone(****")));
 
+    // Secrets: no provider key, order-platform secret, push salt or merchant API key in any
+    // log line either (they sign requests; a log line holding one is a leaked credential).
+    let secrets = [
+        parcelwatch_local::sandbox::DEFAULT_APP_KEY,
+        parcelwatch_local::sandbox::orders::DEFAULT_FW199_SECRET,
+        parcelwatch_local::sandbox::orders::DEFAULT_TOP_SECRET,
+        parcelwatch_local::sandbox::orders::DEFAULT_TOP_SESSION,
+        parcelwatch_local::sandbox::push::DEFAULT_KUAIDI100_KEY,
+        parcelwatch_local::pipeline::LOCAL_KUAIDI100_SALT,
+        p.api_key.as_str(),
+    ];
+    let secret_leaks: Vec<&String> = lines
+        .iter()
+        .filter(|l| secrets.iter().any(|s| l.contains(s)))
+        .collect();
+    assert!(
+        secret_leaks.is_empty(),
+        "{} log lines carry a secret:\n{:?}",
+        secret_leaks.len(),
+        secret_leaks
+    );
+
     // (b) The table: no item holds a phone, and every shipment's phone is sealed.
     let (items, found) = scan_table(&p).await;
     assert!(found.is_empty(), "items holding a phone number: {found:#?}");

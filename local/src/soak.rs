@@ -65,7 +65,7 @@ impl Default for SoakArgs {
             kill: 0.03,
             duplicate: 0.05,
             poison: 12,
-            polled_every: 0,
+            polled_every: 10,
             own_moto: true,
         }
     }
