@@ -81,10 +81,18 @@ mod tests {
         let mut events: Vec<TraceEvent> = (0..70_000).map(|_| ev(t)).collect();
         events.push(ev(t + chrono::Duration::seconds(1)));
         let keyed = keyed_events(&events);
-        assert_eq!(keyed.len(), 65_536 + 1, "the excess of one second is dropped");
+        assert_eq!(
+            keyed.len(),
+            65_536 + 1,
+            "the excess of one second is dropped"
+        );
         let mut keys: Vec<EventKey> = keyed.iter().map(|(k, _)| *k).collect();
         keys.dedup();
         assert_eq!(keys.len(), keyed.len(), "every key unique");
-        assert_eq!(keyed.last().unwrap().0.seq, 0, "the next second starts at 0");
+        assert_eq!(
+            keyed.last().unwrap().0.seq,
+            0,
+            "the next second starts at 0"
+        );
     }
 }
