@@ -37,7 +37,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(req) = serde_json::from_slice::<ApiGatewayV2httpRequest>(data) else {
         return;
     };
-    let api = Api::new(seeded_store(now()), config());
+    let mut api = Api::new(seeded_store(now()), config());
+    api.vault = parcelwatch::crypto::Vault::ephemeral();
     let resp = block_on(handle(&api, req, now()));
     assert!(
         (200..=599).contains(&resp.status_code),

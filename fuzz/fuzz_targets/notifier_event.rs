@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
             max_attempts: 2,
             base_backoff: Duration::from_millis(1),
         },
+        vault: parcelwatch::crypto::Vault::ephemeral(),
     };
     let response = block_on(handle_batch(&n, event, now()));
     // Records of a shard are retried from the first failure on: at most one is reported.

@@ -35,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
         Some(&EmptySource(Platform::Top)),
         &MemoryOrderStore::new(),
         &MemoryStore::new(4),
+        &parcelwatch::crypto::Vault::ephemeral(),
         &cfg,
         at,
     ));
