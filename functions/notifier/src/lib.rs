@@ -40,10 +40,7 @@ pub async fn from_env() -> Result<LiveNotifier, Error> {
     let env = ProcessEnv;
     let base = Config::from_env(&env)?;
     let cfg = NotifierConfig::from_env(&env)?;
-    let sdk = aws_config::from_env()
-        .retry_config(parcelwatch::resilience::sdk_retry_config())
-        .load()
-        .await;
+    let sdk = parcelwatch::resilience::load_sdk_config().await;
     let vault = Vault::from_env(&sdk, &env)?;
     Ok(build(&sdk, &base, cfg, vault))
 }

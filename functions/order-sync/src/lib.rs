@@ -150,10 +150,7 @@ impl Deps {
         } else {
             None
         };
-        let sdk = aws_config::from_env()
-            .retry_config(parcelwatch::resilience::sdk_retry_config())
-            .load()
-            .await;
+        let sdk = parcelwatch::resilience::load_sdk_config().await;
         let http = reqwest::Client::builder().build()?;
         let vault = Vault::from_env(&sdk, &env)?;
         Ok(Deps::new(&sdk, &base, cfg, fw199, top, http, vault))

@@ -24,10 +24,7 @@ impl Deps {
         let env = ProcessEnv;
         let base = Config::from_env(&env)?;
         let cfg = SchedulerConfig::from_env(&env)?;
-        let sdk = aws_config::from_env()
-            .retry_config(parcelwatch::resilience::sdk_retry_config())
-            .load()
-            .await;
+        let sdk = parcelwatch::resilience::load_sdk_config().await;
         Ok(Deps::new(&sdk, &base, cfg))
     }
     pub fn new(sdk: &aws_config::SdkConfig, base: &Config, cfg: SchedulerConfig) -> Deps {

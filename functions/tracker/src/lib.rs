@@ -15,7 +15,7 @@ use parcelwatch::providers::kdniao_push::KdniaoSubscriber;
 use parcelwatch::providers::kuaidi100::Kuaidi100Client;
 use parcelwatch::providers::taobao::TaobaoClient;
 use parcelwatch::queue::SqsQueue;
-use parcelwatch::resilience::{sdk_retry_config, DynamoBucket, Limiter, MemoryBucket};
+use parcelwatch::resilience::{DynamoBucket, Limiter, MemoryBucket};
 use parcelwatch::store::DynamoStore;
 
 pub type LiveTracker = Tracker<DynamoStore, Failover<AnyProvider>, SqsQueue, KdniaoSubscriber>;
@@ -99,10 +99,7 @@ pub async fn from_env() -> Result<LiveTracker, Error> {
     let env = ProcessEnv;
     let base = Config::from_env(&env)?;
     let cfg = TrackerConfig::from_env(&env)?;
-    let sdk = aws_config::from_env()
-        .retry_config(sdk_retry_config())
-        .load()
-        .await;
+    let sdk = parcelwatch::resilience::load_sdk_config().await;
     build(&sdk, &base, cfg)
 }
 

@@ -27,12 +27,20 @@ pub const SDK_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// retry storms), [`SDK_MAX_ATTEMPTS`] attempts, back-offs from [`SDK_INITIAL_BACKOFF`] up to
 /// [`SDK_MAX_BACKOFF`]. Worst case a call waits under 2 × 2 s + 0.1 s between its attempts, well
 /// inside a function's timeout. Apply it once when the `SdkConfig` is loaded:
-/// `aws_config::from_env().retry_config(sdk_retry_config()).load().await`.
+/// [`load_sdk_config`] does.
 pub fn sdk_retry_config() -> aws_config::retry::RetryConfig {
     aws_config::retry::RetryConfig::standard()
         .with_max_attempts(SDK_MAX_ATTEMPTS)
         .with_initial_backoff(SDK_INITIAL_BACKOFF)
         .with_max_backoff(SDK_MAX_BACKOFF)
+}
+
+/// The functions' `SdkConfig`: the usual environment (`AWS_*`) with [`sdk_retry_config`].
+pub async fn load_sdk_config() -> aws_config::SdkConfig {
+    aws_config::from_env()
+        .retry_config(sdk_retry_config())
+        .load()
+        .await
 }
 
 #[cfg(test)]
