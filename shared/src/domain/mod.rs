@@ -1,5 +1,6 @@
 //! Pure domain: types and rules. No AWS, no Lambda, no I/O.
 
+pub mod cadence;
 pub mod carriers;
 pub mod detect;
 pub mod ids;
@@ -10,13 +11,16 @@ pub mod status;
 pub mod templates;
 pub mod trace;
 
+pub use cadence::{Cadence, LearnedCadence};
 pub use carriers::CarrierInfo;
 pub use detect::{detect, detect_carrier, Candidate};
 pub use ids::{Carrier, IdError, PhoneLast4, PhoneNumber, SealedPhone, ShipmentId, TrackingNumber};
 pub use schedule::{
     check_interval, next_check_at, plan_next_check, safety_net_check, Priority, SAFETY_NET,
 };
+pub use schedule::{Expiry, NextCheck, ScheduleInput};
 pub use shipment::{apply_check, CheckOutcome, Ignored, Locale, Recipient, Shipment, Transition};
+pub use shipment::{apply_check_with, SchedulePolicy};
 pub use status::{Status, SubStatus};
 pub use templates::{render, Notification};
 pub use trace::{keyed_events, EventKey, TraceEvent, TraceSnapshot};

@@ -1,7 +1,8 @@
 //! The tracked parcel and the pure decision taken after every check.
 
+use super::cadence::LearnedCadence;
 use super::ids::{SealedPhone, ShipmentId};
-use super::schedule::{plan_next_check, safety_net_check, Priority};
+use super::schedule::{plan, Expiry, NextCheck, Priority, ScheduleInput};
 use super::status::{Status, SubStatus};
 use super::trace::{keyed_events, EventKey, TraceEvent, TraceSnapshot};
 use chrono::{DateTime, Utc};
@@ -113,6 +114,36 @@ impl Shipment {
     pub fn last_event_key(&self) -> Option<EventKey> {
         self.last_event.as_ref().map(|(k, _)| *k)
     }
+
+    /// What the check schedule needs to know about this shipment at `now`, under `policy`.
+    pub fn schedule_input<'a>(
+        &'a self,
+        policy: &SchedulePolicy,
+        now: DateTime<Utc>,
+    ) -> ScheduleInput<'a> {
+        let carrier = self.id.carrier.as_str();
+        ScheduleInput {
+            status: self.status,
+            priority: self.priority,
+            carrier,
+            status_since: self.status_changed_at,
+            last_line_at: self.last_event.as_ref().map(|(k, _)| k.time),
+            registered_at: self.created_at,
+            subscribed: self.is_subscribed(),
+            cadence: policy.learned.get(carrier, self.status),
+            expiry: policy.expiry,
+            now,
+        }
+    }
+}
+
+/// The inputs of the check schedule that are not the shipment's own: the expiry policy and the
+/// cadences learned from history. `Default`: the stated defaults of `schedule::Expiry` and
+/// `cadence`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SchedulePolicy {
+    pub expiry: Expiry,
+    pub learned: LearnedCadence,
 }
 
 /// A status or sub-status change, the thing buyers are told about.
@@ -196,11 +227,26 @@ fn provider_verdict_in_context(current: &Shipment, snapshot: &TraceSnapshot) -> 
 /// - without new lines, a status or sub-status change is taken (Kdniao StateEx 402/403/412 verdicts
 ///   arrive without a scan) unless it would move the parcel backwards;
 /// - a terminal shipment stays terminal;
-/// - the next check is set from the resulting status and priority, or cleared when terminal.
+/// - the next check is set by the schedule (`schedule::plan`: status, tier, carrier cadence,
+///   time without news), or cleared when terminal;
+/// - a shipment without news for longer than the expiry allows becomes `Expired` (a transition
+///   like any other, written by the tracker; it stops checking).
+///
+/// With the default [`SchedulePolicy`]; see [`apply_check_with`].
 pub fn apply_check(
     current: &Shipment,
     snapshot: &TraceSnapshot,
     now: DateTime<Utc>,
+) -> CheckOutcome {
+    apply_check_with(current, snapshot, now, &SchedulePolicy::default())
+}
+
+/// [`apply_check`] under an explicit schedule policy (expiry windows, learned cadences).
+pub fn apply_check_with(
+    current: &Shipment,
+    snapshot: &TraceSnapshot,
+    now: DateTime<Utc>,
+    policy: &SchedulePolicy,
 ) -> CheckOutcome {
     let mut updated = current.clone();
     updated.checked_at = Some(now);
@@ -253,16 +299,20 @@ pub fn apply_check(
         updated.last_event = Some(last.clone());
         updated.event_count = current.event_count + new_events.len() as u32;
     }
-    updated.next_check_at = if updated.is_subscribed() {
-        safety_net_check(updated.status, now)
-    } else {
-        plan_next_check(
-            updated.status,
-            updated.priority,
-            updated.status_changed_at,
-            now,
-        )
-    };
+    let next = plan(&updated.schedule_input(policy, now));
+    updated.next_check_at = next.at();
+    if next == NextCheck::Expire {
+        // The parcel's news is the carrier's silence: the verdict is ours, so no provider
+        // sub-status goes with it. From the status held before this check: what the check itself
+        // may have changed (a verdict without a line) never reached anyone.
+        transition = Transition::between(
+            (current.status, current.sub_status.as_ref()),
+            (Status::Expired, None),
+        );
+        updated.status = Status::Expired;
+        updated.sub_status = None;
+        updated.status_changed_at = now;
+    }
 
     CheckOutcome {
         updated,
@@ -275,6 +325,7 @@ pub fn apply_check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::schedule::Expiry;
     use crate::domain::ShipmentId;
     use chrono::Duration;
 
@@ -407,10 +458,12 @@ mod tests {
         assert_eq!(out.updated.sub_status, sub("202"));
         assert_eq!(out.updated.last_event, s.last_event);
         assert_eq!(out.updated.status_changed_at, s.status_changed_at);
-        // Still checked on the out-for-delivery cadence.
+        // The cached answer resets nothing: out for delivery since yesterday (past its courier's
+        // round), ten hours after its newest line, the parcel stays on its backed-off cadence
+        // (the stage cap, 80 minutes) instead of the in-round 10 minutes.
         assert_eq!(
             out.updated.next_check_at,
-            Some(now() + Duration::minutes(10))
+            Some(now() + Duration::minutes(80))
         );
     }
 
@@ -557,6 +610,108 @@ mod tests {
         assert_eq!(
             normal.updated.next_check_at,
             Some(now() + Duration::minutes(10))
+        );
+    }
+
+    #[test]
+    fn a_parcel_silent_for_thirty_days_expires_and_stops_being_checked() {
+        // Newest line 2026-11-23T20:00; a check 30 days later with nothing new.
+        let s = holding(Status::InTransit, "2", three_lines());
+        let later = t("2026-12-23T20:00:00Z");
+        let out = apply_check(&s, &snap(Status::InTransit, "2", three_lines()), later);
+        let tr = out.transition.expect("expiry is a transition");
+        assert_eq!(tr.key(), "InTransit>Expired");
+        assert_eq!(tr.from_sub, sub("2"));
+        assert_eq!(out.updated.status, Status::Expired);
+        assert_eq!(out.updated.sub_status, None);
+        assert_eq!(out.updated.status_changed_at, later);
+        assert_eq!(out.updated.next_check_at, None);
+        assert_eq!(out.updated.event_count, 3);
+        // A day earlier it is still tracked, and checked no later than the moment it expires.
+        let before = apply_check(
+            &s,
+            &snap(Status::InTransit, "2", three_lines()),
+            later - Duration::days(1),
+        );
+        assert_eq!(before.transition, None);
+        assert_eq!(before.updated.status, Status::InTransit);
+        assert_eq!(
+            before.updated.next_check_at,
+            Some(later - Duration::days(1) + Duration::hours(12))
+        );
+        // Once expired, nothing more is taken.
+        let after = apply_check(
+            &out.updated,
+            &snap(Status::Delivered, "3", three_lines()),
+            later,
+        );
+        assert_eq!(after.ignored, Some(Ignored::AlreadyTerminal));
+    }
+
+    #[test]
+    fn a_waybill_without_any_line_for_a_week_expires() {
+        // Registered 2026-11-22T00:00; the provider still knows nothing a week later.
+        let s = registered(Priority::Normal);
+        let nothing = TraceSnapshot {
+            status: Status::Pending,
+            sub_status: sub("0"),
+            events: Vec::new(),
+        };
+        let day6 = apply_check(&s, &nothing, t("2026-11-28T00:00:00Z"));
+        assert_eq!(day6.updated.status, Status::Pending);
+        assert!(day6.updated.next_check_at.is_some());
+        let week = apply_check(&day6.updated, &nothing, t("2026-11-29T00:00:00Z"));
+        assert_eq!(
+            week.transition.map(|t| t.key()),
+            Some("Pending>Expired".to_string())
+        );
+        assert_eq!(week.updated.next_check_at, None);
+        // A first line, even late, keeps it alive (the 30-day rule from that line applies).
+        let line = apply_check(
+            &day6.updated,
+            &snap(
+                Status::PickedUp,
+                "1",
+                vec![ev("2026-11-28T23:00:00Z", "已揽收")],
+            ),
+            t("2026-11-29T00:00:00Z"),
+        );
+        assert_eq!(line.updated.status, Status::PickedUp);
+        assert!(line.updated.next_check_at.is_some());
+        // A shorter window through the policy.
+        let policy = SchedulePolicy {
+            expiry: Expiry {
+                without_any_line: Duration::days(2),
+                ..Expiry::DEFAULT
+            },
+            ..SchedulePolicy::default()
+        };
+        let quick = apply_check_with(&s, &nothing, t("2026-11-24T00:00:00Z"), &policy);
+        assert_eq!(quick.updated.status, Status::Expired);
+    }
+
+    #[test]
+    fn a_learned_cadence_from_the_policy_sets_the_next_check() {
+        let mut policy = SchedulePolicy::default();
+        policy
+            .learned
+            .set("YTO", Status::InTransit, Duration::hours(3));
+        let s = registered(Priority::Normal);
+        let lines = vec![ev("2026-11-24T05:00:00Z", "已发出")];
+        let learned = apply_check_with(
+            &s,
+            &snap(Status::InTransit, "2", lines.clone()),
+            now(),
+            &policy,
+        );
+        let default = apply_check(&s, &snap(Status::InTransit, "2", lines), now());
+        assert_eq!(
+            learned.updated.next_check_at,
+            Some(now() + Duration::minutes(90))
+        );
+        assert_eq!(
+            default.updated.next_check_at,
+            Some(now() + Duration::minutes(120))
         );
     }
 
