@@ -3,7 +3,7 @@
 //! write conditionally on its version, and on a lost race re-read and fold again.
 
 use crate::domain::schedule::respect_requery_floor;
-use crate::domain::{apply_check, ShipmentId, TraceSnapshot, Transition};
+use crate::domain::{apply_check_with, SchedulePolicy, ShipmentId, TraceSnapshot, Transition};
 use crate::store::{ShipmentStore, StoreError};
 use chrono::{DateTime, Utc};
 
@@ -51,13 +51,26 @@ impl ApplyError {
 }
 
 /// Fold `snapshot` into the stored shipment `id` and write it. Idempotent: applying the same
-/// snapshot twice adds no line and no transition the second time.
+/// snapshot twice adds no line and no transition the second time. Schedules with the default
+/// [`SchedulePolicy`]; see [`apply_snapshot_with`].
 pub async fn apply_snapshot<S: ShipmentStore>(
     store: &S,
     id: &ShipmentId,
     snapshot: &TraceSnapshot,
     source: Source,
     now: DateTime<Utc>,
+) -> Result<Applied, ApplyError> {
+    apply_snapshot_with(store, id, snapshot, source, now, &SchedulePolicy::default()).await
+}
+
+/// [`apply_snapshot`] under an explicit schedule policy (expiry windows, learned cadences).
+pub async fn apply_snapshot_with<S: ShipmentStore>(
+    store: &S,
+    id: &ShipmentId,
+    snapshot: &TraceSnapshot,
+    source: Source,
+    now: DateTime<Utc>,
+    policy: &SchedulePolicy,
 ) -> Result<Applied, ApplyError> {
     for attempt in 0..CONFLICT_ATTEMPTS {
         let Some(shipment) = store.get(id).await? else {
@@ -66,7 +79,7 @@ pub async fn apply_snapshot<S: ShipmentStore>(
         if shipment.status.is_terminal() {
             return Ok(Applied::AlreadyFinal);
         }
-        let mut outcome = apply_check(&shipment, snapshot, now);
+        let mut outcome = apply_check_with(&shipment, snapshot, now, policy);
         match source {
             Source::Push => outcome.updated.last_push_at = Some(now),
             Source::Poll { provider } => {
@@ -224,6 +237,50 @@ mod tests {
         assert_eq!(polled.last_push_at, None);
         assert_eq!(polled.next_check_at, None);
         assert_eq!(polled.last_provider.as_deref(), Some("kdniao"));
+    }
+
+    #[tokio::test]
+    async fn a_silent_parcel_is_written_expired_and_leaves_the_due_index() {
+        let (store, id) = store_with(false);
+        // Lines ending two hours before now(); a check 30 days later finds nothing new.
+        let snap = snapshot(Status::InTransit, "2", 9);
+        let poll = Source::Poll { provider: "kdniao" };
+        apply_snapshot(&store, &id, &snap, poll, now())
+            .await
+            .unwrap();
+        let later = now() + chrono::Duration::days(30);
+        let out = apply_snapshot(&store, &id, &snap, poll, later)
+            .await
+            .unwrap();
+        match out {
+            Applied::Written { transition, .. } => {
+                assert_eq!(
+                    transition.map(|t| t.key()),
+                    Some("InTransit>Expired".into())
+                )
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let stored = store.shipment(&id).unwrap();
+        assert_eq!(stored.status, Status::Expired);
+        assert_eq!(stored.next_check_at, None);
+        // A shorter window through the policy expires it sooner.
+        let (store, id) = store_with(false);
+        let policy = SchedulePolicy {
+            expiry: crate::domain::Expiry {
+                after_last_line: chrono::Duration::days(3),
+                ..crate::domain::Expiry::DEFAULT
+            },
+            ..SchedulePolicy::default()
+        };
+        apply_snapshot(&store, &id, &snap, poll, now())
+            .await
+            .unwrap();
+        let day3 = now() + chrono::Duration::days(3);
+        apply_snapshot_with(&store, &id, &snap, poll, day3, &policy)
+            .await
+            .unwrap();
+        assert_eq!(store.shipment(&id).unwrap().status, Status::Expired);
     }
 
     #[tokio::test]
