@@ -1,4 +1,22 @@
-//! When to look at a parcel again.
+//! When to look at a parcel again: the adaptive check schedule ([`plan`]).
+//!
+//! The aim is push-like freshness where the buyer is waiting at a fraction of the calls of a
+//! fixed poll (`local/src/checksim.rs` measures both on the simulated journeys). The rules, each
+//! with its table-driven tests below:
+//! - **terminal**: stop. **Expiry**: a parcel without a new line for 30 days, or without any line
+//!   a week after registration, becomes Expired ([`Expiry`]).
+//! - **subscribed** to pushes: one safety-net poll [`SAFETY_NET`] after the last news.
+//! - **near delivery**: out for delivery, the tier interval (normal 10 min, high 2 min) for the
+//!   courier's round ([`ROUND`]); a failed attempt starts there and backs off.
+//! - **earlier stages**: about two checks per usual gap between the carrier's lines
+//!   (`cadence`, learned figures override the defaults; high tier eight), at least 30 min
+//!   (high 15).
+//! - **back-off**: the interval grows with the time without news (a quarter of it) up to a
+//!   per-stage cap kept below the shortest stage that can follow; any news resets it. Stalled
+//!   parcels (two days without news) spread out to 12 h.
+//! - **night**: what cannot move before the 07:00 Beijing rounds waits for them.
+//! - **provider floor**: Kuaidi100's 30 minutes between two queries, applied by the caller that
+//!   knows who answered ([`respect_requery_floor`]).
 
 use super::cadence::{typical_gap, Cadence};
 use super::status::Status;
@@ -266,7 +284,7 @@ fn idle(input: &ScheduleInput) -> Duration {
 /// The adaptive interval, before the night rule and expiry. `None`: terminal.
 ///
 /// - out for delivery, within its courier's round ([`ROUND`]): the tier interval, always;
-/// - otherwise the stage's base interval ([`base_interval`]: status, tier, carrier cadence),
+/// - otherwise the stage's base interval (`base_interval`: status, tier, carrier cadence),
 ///   growing with the time without news (a quarter of it) up to the stage cap, and reset by any
 ///   change (a new status or a new line);
 /// - stalled (idle ≥ [`STALLED_AFTER`]): an eighth of the idle time, from the stage cap up to
@@ -316,7 +334,7 @@ fn morning_rounds(t: DateTime<Utc>) -> DateTime<Utc> {
 /// - nothing new for longer than the [`Expiry`] allows: expire;
 /// - subscribed to pushes: the safety net ([`SAFETY_NET`] from now);
 /// - otherwise [`adaptive_interval`] from now, and a check that would fall at night waits for
-///   the morning rounds where nothing can happen before them ([`waits_for_morning`]);
+///   the morning rounds where nothing can happen before them (`waits_for_morning`);
 /// - never later than the instant the parcel would expire, so it leaves the due index on time.
 ///
 /// The provider's own minimum interval (Kuaidi100's 30 minutes) is applied by the caller that
@@ -506,6 +524,32 @@ mod tests {
         );
         assert_eq!(next_check_at(Status::Delivered, Priority::High, now), None);
         assert_eq!(next_check_at(Status::Returned, Priority::Normal, now), None);
+    }
+
+    #[test]
+    fn a_kuaidi100_answer_holds_the_next_check_for_thirty_minutes() {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T06:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let soon = Some(now + Duration::minutes(2));
+        let table = [
+            ("kuaidi100", soon, Some(now + Duration::minutes(30))),
+            (
+                "kuaidi100",
+                Some(now + Duration::hours(2)),
+                Some(now + Duration::hours(2)),
+            ),
+            ("kuaidi100", None, None),
+            ("kdniao", soon, soon),
+            ("taobao", soon, soon),
+        ];
+        for (provider, next, want) in table {
+            assert_eq!(
+                respect_requery_floor(next, provider, now),
+                want,
+                "{provider}"
+            );
+        }
     }
 
     #[test]
