@@ -1,5 +1,5 @@
 //! The one path from a provider's answer to the table, shared by the tracker (poll) and the
-//! api's push routes: read the shipment, fold the snapshot in with the pure [`apply_check`],
+//! api's push routes: read the shipment, fold the snapshot in with the pure [`apply_check`](crate::domain::apply_check),
 //! write conditionally on its version, and on a lost race re-read and fold again.
 
 use crate::domain::schedule::respect_requery_floor;
