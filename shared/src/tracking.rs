@@ -4,6 +4,7 @@
 
 use crate::domain::schedule::respect_requery_floor;
 use crate::domain::{apply_check, ShipmentId, TraceSnapshot, Transition};
+use crate::domain::{stall, NoHistory, StageHistory};
 use crate::store::{ShipmentStore, StoreError};
 use chrono::{DateTime, Utc};
 
@@ -51,13 +52,28 @@ impl ApplyError {
 }
 
 /// Fold `snapshot` into the stored shipment `id` and write it. Idempotent: applying the same
-/// snapshot twice adds no line and no transition the second time.
+/// snapshot twice adds no line and no transition the second time. Stalls are judged on the
+/// stages' fallback thresholds (see [`apply_snapshot_with`]).
 pub async fn apply_snapshot<S: ShipmentStore>(
     store: &S,
     id: &ShipmentId,
     snapshot: &TraceSnapshot,
     source: Source,
     now: DateTime<Utc>,
+) -> Result<Applied, ApplyError> {
+    apply_snapshot_with(store, id, snapshot, source, now, &NoHistory).await
+}
+
+/// [`apply_snapshot`], judging stalls and delays against `history` ([`stall::settle`] runs
+/// right after [`apply_check`], inside the write race, so the flag is decided on the shipment
+/// that is written).
+pub async fn apply_snapshot_with<S: ShipmentStore>(
+    store: &S,
+    id: &ShipmentId,
+    snapshot: &TraceSnapshot,
+    source: Source,
+    now: DateTime<Utc>,
+    history: &dyn StageHistory,
 ) -> Result<Applied, ApplyError> {
     for attempt in 0..CONFLICT_ATTEMPTS {
         let Some(shipment) = store.get(id).await? else {
@@ -67,6 +83,8 @@ pub async fn apply_snapshot<S: ShipmentStore>(
             return Ok(Applied::AlreadyFinal);
         }
         let mut outcome = apply_check(&shipment, snapshot, now);
+        let facts = stall::Facts::from_snapshot(snapshot);
+        stall::settle(&shipment, &mut outcome, &facts, history, now);
         match source {
             Source::Push => outcome.updated.last_push_at = Some(now),
             Source::Poll { provider } => {

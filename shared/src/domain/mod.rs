@@ -6,6 +6,7 @@ pub mod ids;
 pub mod order;
 pub mod schedule;
 pub mod shipment;
+pub mod stall;
 pub mod status;
 pub mod templates;
 pub mod trace;
@@ -17,6 +18,7 @@ pub use schedule::{
     check_interval, next_check_at, plan_next_check, safety_net_check, Priority, SAFETY_NET,
 };
 pub use shipment::{apply_check, CheckOutcome, Ignored, Locale, Recipient, Shipment, Transition};
+pub use stall::{NoHistory, StageHistory};
 pub use status::{Status, SubStatus};
 pub use templates::{render, Notification};
 pub use trace::{keyed_events, EventKey, TraceEvent, TraceSnapshot};
