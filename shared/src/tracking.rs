@@ -73,7 +73,7 @@ pub async fn apply_snapshot_with<S: ShipmentStore>(
     snapshot: &TraceSnapshot,
     source: Source,
     now: DateTime<Utc>,
-    history: &dyn StageHistory,
+    history: &(dyn StageHistory + Sync),
 ) -> Result<Applied, ApplyError> {
     for attempt in 0..CONFLICT_ATTEMPTS {
         let Some(shipment) = store.get(id).await? else {
