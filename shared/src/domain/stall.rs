@@ -862,6 +862,46 @@ mod tests {
     }
 
     #[test]
+    fn a_threshold_that_grows_does_not_clear_a_held_stall_without_news() {
+        let last = t0() + Duration::hours(10);
+        let snap = answer(Status::InTransit, "2", &in_transit(last));
+        let first = check(&registered(), &snap, &NoHistory, last);
+        let stalled = check(
+            &first.updated,
+            &snap,
+            &NoHistory,
+            last + Duration::hours(21),
+        );
+        let flagged = stalled.updated.sub_status.clone();
+        assert!(Flag::of(flagged.as_ref()).is_some());
+        // Meanwhile the history learned that this carrier stays quiet up to 20 h in transit
+        // (threshold 30 h): at 22 h the parcel would not be called stalled today...
+        let mut h = LearnedHistory::new();
+        for _ in 0..30 {
+            h.learn(
+                "ZTO",
+                None,
+                None,
+                &[
+                    (t0(), Status::InTransit),
+                    (t0() + Duration::hours(20), Status::InTransit),
+                ],
+            );
+        }
+        assert_eq!(
+            stall_threshold("ZTO", Status::InTransit, &h).unwrap().after,
+            Duration::hours(30)
+        );
+        // ...but nothing new happened to it: the flag stays, no transition, no second alert later.
+        let out = check(&stalled.updated, &snap, &h, last + Duration::hours(22));
+        assert_eq!(out.transition, None);
+        assert_eq!(out.updated.sub_status, flagged);
+        let later = check(&out.updated, &snap, &h, last + Duration::hours(31));
+        assert_eq!(later.transition, None);
+        assert_eq!(later.updated.sub_status, flagged);
+    }
+
+    #[test]
     fn a_carrier_verdict_replaces_the_flag() {
         let last = t0() + Duration::hours(10);
         let snap = answer(Status::InTransit, "2", &in_transit(last));
