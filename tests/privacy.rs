@@ -25,7 +25,8 @@ const TOP_SHOP: &str = "pw-privacy-top";
 /// `13812345678`, `8613812345678`, `+8613812345678`, `+86 138 1234 5678`, `138-1234-5678`. A
 /// match stands alone: no digit right before or after it (a 13-digit timestamp or a tracking
 /// number holding the same digits is not a phone); a spelling with separators also stands apart
-/// from letters (hex ids such as UUIDs hold digit groups joined by dashes). Returns the digits of
+/// from letters (hex ids such as UUIDs hold digit groups joined by dashes), an unseparated one
+/// from hex letters (a UUID's last group can hold 11 digits in a row). Returns the digits of
 /// each match.
 fn find_phones(text: &str) -> Vec<String> {
     let b = text.as_bytes();
@@ -77,7 +78,17 @@ fn phone_at(
         }
         let db = digits.as_bytes();
         let mobile = db[0] == b'1' && (b'3'..=b'9').contains(&db[1]);
-        let apart = !separated || !(alnum(start.checked_sub(1)) || alnum(Some(i)));
+        // A separated spelling stands apart from letters; an unseparated one from hex letters
+        // (a UUID's last group is 12 hex characters, and 11 of them can be a mobile's digits).
+        let hexy = |i: Option<usize>| {
+            i.and_then(|i| b.get(i))
+                .is_some_and(|c| c.is_ascii_hexdigit() && !c.is_ascii_digit())
+        };
+        let apart = if separated {
+            !(alnum(start.checked_sub(1)) || alnum(Some(i)))
+        } else {
+            !(hexy(start.checked_sub(1)) || hexy(Some(i)))
+        };
         (mobile && !digit(i) && apart).then_some((i, digits))
     };
     let mut candidates = Vec::new();
@@ -183,6 +194,10 @@ fn the_scanner_finds_every_spelling_and_nothing_else() {
         // UUIDs: digit groups joined by dashes, inside hex.
         "f7e4df8b-7053-4e4b-b153-91083281a3ae",
         "00000000-0000-4000-8138-1234567890ab",
+        // Seen in a run: 11 digits of a UUID's last group that read as a mobile number.
+        "request_id=0f3c2a9e-8b1d-4c7e-9a2b-15895285745d",
+        "message_id=5e7a1c3b-2d4f-4a6b-8c9d-18835767294f",
+        "b18835767294",
         // Not a mobile prefix.
         "12812345678",
         "10012345678",

@@ -255,6 +255,9 @@ pub struct NotifierConfig {
     pub sms_sender_id: Option<String>,
     pub max_attempts: u32,
     pub base_backoff: Duration,
+    /// Also send the buyer an apology SMS when a parcel is flagged stalled or late
+    /// (`STALL_BUYER_APOLOGY=true`; off by default: the merchant decides what the buyer hears).
+    pub stall_apology: bool,
 }
 
 impl NotifierConfig {
@@ -264,6 +267,7 @@ impl NotifierConfig {
             sms_sender_id: env.get("SMS_SENDER_ID"),
             max_attempts: parsed(env, "NOTIFY_MAX_ATTEMPTS", 3u32)?.max(1),
             base_backoff: Duration::from_millis(parsed(env, "NOTIFY_BACKOFF_MS", 200u64)?),
+            stall_apology: parsed(env, "STALL_BUYER_APOLOGY", false)?,
         })
     }
 }

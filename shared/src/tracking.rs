@@ -4,6 +4,7 @@
 
 use crate::domain::schedule::respect_requery_floor;
 use crate::domain::{apply_check_with, SchedulePolicy, ShipmentId, TraceSnapshot, Transition};
+use crate::domain::{stall, NoHistory, StageHistory};
 use crate::store::{ShipmentStore, StoreError};
 use chrono::{DateTime, Utc};
 
@@ -52,7 +53,8 @@ impl ApplyError {
 
 /// Fold `snapshot` into the stored shipment `id` and write it. Idempotent: applying the same
 /// snapshot twice adds no line and no transition the second time. Schedules with the default
-/// [`SchedulePolicy`]; see [`apply_snapshot_with`].
+/// [`SchedulePolicy`] and judges stalls on the stages' fallback thresholds; see
+/// [`apply_snapshot_with`].
 pub async fn apply_snapshot<S: ShipmentStore>(
     store: &S,
     id: &ShipmentId,
@@ -60,10 +62,22 @@ pub async fn apply_snapshot<S: ShipmentStore>(
     source: Source,
     now: DateTime<Utc>,
 ) -> Result<Applied, ApplyError> {
-    apply_snapshot_with(store, id, snapshot, source, now, &SchedulePolicy::default()).await
+    apply_snapshot_with(
+        store,
+        id,
+        snapshot,
+        source,
+        now,
+        &SchedulePolicy::default(),
+        &NoHistory,
+    )
+    .await
 }
 
-/// [`apply_snapshot`] under an explicit schedule policy (expiry windows, learned cadences).
+/// [`apply_snapshot`] under an explicit schedule policy (expiry windows, learned cadences),
+/// judging stalls and delays against `history` ([`stall::settle`] runs right after
+/// [`apply_check_with`], inside the write race, so the flag is decided on the shipment that is
+/// written).
 pub async fn apply_snapshot_with<S: ShipmentStore>(
     store: &S,
     id: &ShipmentId,
@@ -71,6 +85,7 @@ pub async fn apply_snapshot_with<S: ShipmentStore>(
     source: Source,
     now: DateTime<Utc>,
     policy: &SchedulePolicy,
+    history: &(dyn StageHistory + Sync),
 ) -> Result<Applied, ApplyError> {
     for attempt in 0..CONFLICT_ATTEMPTS {
         let Some(shipment) = store.get(id).await? else {
@@ -80,6 +95,8 @@ pub async fn apply_snapshot_with<S: ShipmentStore>(
             return Ok(Applied::AlreadyFinal);
         }
         let mut outcome = apply_check_with(&shipment, snapshot, now, policy);
+        let facts = stall::Facts::from_snapshot(snapshot);
+        stall::settle(&shipment, &mut outcome, &facts, history, now);
         match source {
             Source::Push => outcome.updated.last_push_at = Some(now),
             Source::Poll { provider } => {
@@ -277,7 +294,7 @@ mod tests {
             .await
             .unwrap();
         let day3 = now() + chrono::Duration::days(3);
-        apply_snapshot_with(&store, &id, &snap, poll, day3, &policy)
+        apply_snapshot_with(&store, &id, &snap, poll, day3, &policy, &NoHistory)
             .await
             .unwrap();
         assert_eq!(store.shipment(&id).unwrap().status, Status::Expired);

@@ -5,7 +5,8 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 use chrono::{DateTime, Utc};
 use parcelwatch::config::NotifierConfig;
 use parcelwatch::crypto::{Vault, VaultError};
-use parcelwatch::domain::templates::render;
+use parcelwatch::domain::stall::{self, FlagKind};
+use parcelwatch::domain::templates::{render, render_apology};
 use parcelwatch::domain::{fmt_time, Shipment, Status, Transition};
 use parcelwatch::notify::{PublishError, Publisher};
 use parcelwatch::resilience::{retry, RetryPolicy};
@@ -65,6 +66,34 @@ struct MerchantEvent<'a> {
     order_ref: Option<&'a str>,
     at: String,
     last_event: Option<&'a str>,
+    version: u64,
+}
+
+/// The merchant-topic document for a parcel we flagged stalled or late: what a merchant needs to
+/// act before the buyer asks (chase the carrier, reassure the buyer). Sent instead of the
+/// `shipment.status_changed` document for the transition that raises it, once (the ledger).
+#[derive(Debug, Serialize)]
+struct MerchantAlert<'a> {
+    /// `shipment.stalled` or `shipment.late`.
+    event: &'static str,
+    carrier: &'a str,
+    number: &'a str,
+    /// The stage the parcel is stuck at (its canonical status).
+    stage: Status,
+    /// Minutes without a new trace line when the flag was raised.
+    quiet_for_minutes: i64,
+    /// The threshold it crossed (stalled: quiet time; late: time since pickup), in minutes.
+    threshold_minutes: Option<i64>,
+    /// Late only: the route's 90th-percentile pickup-to-delivery time, in minutes.
+    p90_minutes: Option<i64>,
+    /// `fallback` (the stage's fixed threshold) or `n{samples}` (learned from that many).
+    basis: Option<String>,
+    order_ref: Option<&'a str>,
+    /// The buyer's phone as the merchant may see it: its last four digits only.
+    buyer_phone_last4: Option<&'a str>,
+    last_event_at: Option<String>,
+    last_event: Option<&'a str>,
+    at: String,
     version: u64,
 }
 
@@ -134,6 +163,9 @@ async fn handle_record<L: Ledger, P: Publisher>(
         return Ok(());
     };
     tracing::info!(shipment = %new.id, transition = %transition.key(), "transition");
+    // A stall or delay we flagged: the merchant is alerted; the buyer hears nothing (render has no
+    // message for a sub-status of ours) unless the apology is turned on.
+    let alert = stall::alert_for(&transition);
 
     if let Some(sealed) = &new.recipient.phone {
         if let Some(msg) = render(&new, &transition, new.recipient.locale) {
@@ -145,8 +177,47 @@ async fn handle_record<L: Ledger, P: Publisher>(
             })
             .await?;
         }
+        if let Some(flag) = alert.filter(|_| n.cfg.stall_apology) {
+            let msg = render_apology(&new, flag.kind, new.recipient.locale);
+            let phone = n.vault.open(sealed).await?;
+            let note = note_sk(&transition.key(), new.version, "apology");
+            send_once(n, &new, &note, "apology", now, || {
+                n.publisher.sms(&phone, &msg.body)
+            })
+            .await?;
+        }
     }
-    if let Some(topic) = &n.cfg.merchant_topic_arn {
+    if let (Some(topic), Some(flag)) = (&n.cfg.merchant_topic_arn, alert) {
+        let (event, word) = match flag.kind {
+            FlagKind::Stalled => ("shipment.stalled", "stalled"),
+            FlagKind::Late => ("shipment.late", "late"),
+        };
+        let doc = MerchantAlert {
+            event,
+            carrier: new.id.carrier.as_str(),
+            number: new.id.number.as_str(),
+            stage: new.status,
+            quiet_for_minutes: (new.status_changed_at - stall::quiet_since(&new)).num_minutes(),
+            threshold_minutes: flag.threshold.map(|d| d.num_minutes()),
+            p90_minutes: flag.p90.map(|d| d.num_minutes()),
+            basis: flag.basis.map(|b| b.code()),
+            order_ref: new.order_ref.as_deref(),
+            buyer_phone_last4: new.recipient.phone.as_ref().map(|p| p.last4()),
+            last_event_at: new.last_event.as_ref().map(|(k, _)| fmt_time(k.time)),
+            last_event: new.last_event.as_ref().map(|(_, e)| e.description.as_str()),
+            at: fmt_time(new.status_changed_at),
+            version: new.version,
+        };
+        let json = serde_json::to_string(&doc).map_err(|e| RecordError::BadImage(e.to_string()))?;
+        let subject = format!("{} {word} at {}", new.id, new.status);
+        let note = note_sk(&transition.key(), new.version, "merchant");
+        tracing::info!(alert = event, stage = %new.status, quiet_for_minutes = doc.quiet_for_minutes,
+            threshold_minutes = ?doc.threshold_minutes, basis = ?doc.basis, "merchant alert");
+        send_once(n, &new, &note, "merchant", now, || {
+            n.publisher.topic(topic, &subject, &json)
+        })
+        .await?;
+    } else if let Some(topic) = &n.cfg.merchant_topic_arn {
         let doc = MerchantEvent {
             event: "shipment.status_changed",
             carrier: new.id.carrier.as_str(),
@@ -326,6 +397,7 @@ mod tests {
                 sms_sender_id: None,
                 max_attempts: 3,
                 base_backoff: Duration::from_millis(1),
+                stall_apology: false,
             },
         }
     }
@@ -373,6 +445,72 @@ mod tests {
         assert!(resp.batch_item_failures.is_empty());
         assert_eq!(n.publisher.sms.lock().unwrap().len(), 1);
         assert_eq!(n.publisher.topic.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stall_raises_one_merchant_alert_and_no_buyer_sms() {
+        let n = notifier(true);
+        let ev = include_str!("../../../events/notifier/stalled.json");
+        let resp = handle_batch(&n, event(ev), now()).await;
+        assert!(resp.batch_item_failures.is_empty());
+        // Redelivered: the ledger holds it.
+        handle_batch(&n, event(ev), now()).await;
+        assert!(
+            n.publisher.sms.lock().unwrap().is_empty(),
+            "no buyer SMS for our own flag (apology off)"
+        );
+        let topic = n.publisher.topic.lock().unwrap().clone();
+        assert_eq!(topic.len(), 1, "{topic:?}");
+        let doc: serde_json::Value = serde_json::from_str(&topic[0]).unwrap();
+        assert_eq!(doc["event"], "shipment.stalled");
+        assert_eq!(doc["carrier"], "YTO");
+        assert_eq!(doc["number"], "YT1000000000001");
+        assert_eq!(doc["stage"], "InTransit");
+        assert_eq!(doc["quiet_for_minutes"], 1200);
+        assert_eq!(doc["threshold_minutes"], 1200);
+        assert_eq!(doc["basis"], "fallback");
+        assert_eq!(doc["p90_minutes"], serde_json::Value::Null);
+        assert_eq!(doc["order_ref"], "TB-2026112400001");
+        assert_eq!(doc["buyer_phone_last4"], "5678");
+        assert_eq!(doc["last_event_at"], "2026-11-23T11:40:00Z");
+        assert_eq!(doc["at"], "2026-11-24T07:40:00Z");
+        assert!(!topic[0].contains("13812345678"));
+    }
+
+    #[tokio::test]
+    async fn the_buyer_apology_is_sent_once_when_turned_on() {
+        let mut n = notifier(true);
+        n.cfg.stall_apology = true;
+        let ev = include_str!("../../../events/notifier/stalled.json");
+        handle_batch(&n, event(ev), now()).await;
+        handle_batch(&n, event(ev), now()).await;
+        let sms = n.publisher.sms.lock().unwrap().clone();
+        assert_eq!(sms.len(), 1, "{sms:?}");
+        assert_eq!(sms[0].0, "+8613812345678");
+        assert!(sms[0].1.contains("物流暂未更新"), "{}", sms[0].1);
+        assert!(sms[0].1.contains("抱歉"), "{}", sms[0].1);
+        assert_eq!(n.publisher.topic.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cleared_stall_is_a_plain_status_event_not_a_second_alert() {
+        let n = notifier(true);
+        // The stalled record reversed: flag → the provider's code (a new line came).
+        let mut v: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/notifier/stalled.json")).unwrap();
+        let img = &mut v["Records"][0]["dynamodb"];
+        let (old, new) = (img["OldImage"].clone(), img["NewImage"].clone());
+        img["OldImage"] = new;
+        img["NewImage"] = old;
+        img["NewImage"]["version"] = serde_json::json!({"N": "9"});
+        let resp = handle_batch(&n, event(&v.to_string()), now()).await;
+        assert!(resp.batch_item_failures.is_empty());
+        assert!(n.publisher.sms.lock().unwrap().is_empty());
+        let topic = n.publisher.topic.lock().unwrap().clone();
+        assert_eq!(topic.len(), 1);
+        let doc: serde_json::Value = serde_json::from_str(&topic[0]).unwrap();
+        assert_eq!(doc["event"], "shipment.status_changed");
+        assert_eq!(doc["sub_status"], "kdniao:2");
     }
 
     #[tokio::test]

@@ -3,13 +3,15 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
-use parcelwatch::domain::{next_check_at, safety_net_check, ShipmentId};
+use parcelwatch::domain::SchedulePolicy;
+use parcelwatch::domain::{next_check_at, safety_net_check, ShipmentId, StageHistory};
 use parcelwatch::providers::failover::{shop_of, NONE_ASKED};
 use parcelwatch::providers::push::{Subscribed, Subscriber};
 use parcelwatch::providers::{ProviderError, RouteContext, TraceProvider, TraceQuery};
 use parcelwatch::queue::{DeadLetters, TrackMessage};
 use parcelwatch::store::{ShipmentStore, StoreError};
-use parcelwatch::tracking::{apply_snapshot, Applied, Source};
+use parcelwatch::tracking::{apply_snapshot_with, Applied, Source};
+use std::sync::Arc;
 use tracing::Instrument;
 
 /// After a permanent provider rejection, look again this much later (the merchant may fix the
@@ -29,6 +31,11 @@ pub struct Tracker<S, P, D, B = NoPush> {
     /// Push mode: shipments of this provider are subscribed on their first check instead of
     /// polled, and then polled only as a safety net. `None`: poll everything.
     pub subscriber: Option<B>,
+    /// What the carriers' past parcels say about quiet gaps and delivery times, read on every
+    /// check (stall and delay thresholds follow it as it grows).
+    /// [`NoHistory`](parcelwatch::domain::NoHistory): the stages'
+    /// fixed fallbacks.
+    pub history: Arc<dyn StageHistory + Send + Sync>,
 }
 
 /// The subscriber of a tracker that only polls. Never called: its `Tracker::subscriber` is `None`.
@@ -268,7 +275,17 @@ where
     let source = Source::Poll {
         provider: answer.provider,
     };
-    match apply_snapshot(&t.store, id, &snapshot, source, now).await {
+    match apply_snapshot_with(
+        &t.store,
+        id,
+        &snapshot,
+        source,
+        now,
+        &SchedulePolicy::default(),
+        &*t.history,
+    )
+    .await
+    {
         Ok(Applied::Written {
             transition,
             new_events,
@@ -290,6 +307,7 @@ where
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use parcelwatch::domain::NoHistory;
     use parcelwatch::domain::{
         Priority, Recipient, Shipment, Status, SubStatus, TraceEvent, TraceSnapshot,
     };
@@ -399,6 +417,7 @@ mod tests {
             dead_letters: Dlq::default(),
             concurrency: 4,
             subscriber: None,
+            history: Arc::new(NoHistory),
         }
     }
 
@@ -539,6 +558,77 @@ mod tests {
         assert_eq!(*t.provider.calls.lock().unwrap(), before);
     }
 
+    /// A carrier history in which every stage's 95th-percentile quiet gap is `gap`, over 100 samples.
+    struct QuietGaps(chrono::Duration);
+    impl StageHistory for QuietGaps {
+        fn quiet_gap_quantile(
+            &self,
+            _: &str,
+            _: Status,
+            _: f64,
+        ) -> Option<(chrono::Duration, u64)> {
+            Some((self.0, 100))
+        }
+        fn delivery_time_quantile(
+            &self,
+            _: &str,
+            _: Option<&str>,
+            _: Option<&str>,
+            _: f64,
+        ) -> Option<(chrono::Duration, u64)> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn the_history_the_tracker_holds_decides_stalls_and_wakes_the_parcel_in_time() {
+        // The answer's newest line is 8 h old. On the fallbacks (20 h in transit) that is quiet,
+        // not stalled: the planned 2-hour check stands (the batch test above).
+        let mut t = tracker();
+        let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
+        // A carrier that never stays quiet more than 4 h: threshold max(4 h × 1.5, 6 h floor).
+        t.history = Arc::new(QuietGaps(chrono::Duration::hours(4)));
+        let out = process(&t, &id, now()).await.unwrap();
+        assert_eq!(
+            out,
+            Processed::Checked {
+                transition: Some("Pending>InTransit(parcelwatch:stalled;after=360m;n100)".into()),
+                new_events: 3
+            }
+        );
+        let s = t.store.shipment(&id).unwrap();
+        assert_eq!(
+            s.sub_status.map(|s| s.to_string()).as_deref(),
+            Some("parcelwatch:stalled;after=360m;n100")
+        );
+        // Asked again with the same answer: no transition (the old code does not clear it).
+        let again = process(&t, &id, now() + chrono::Duration::hours(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            Processed::Checked {
+                transition: None,
+                new_events: 0
+            }
+        );
+
+        // A carrier quiet up to 6 h 40 min (threshold 10 h): a parcel whose newest line is 9 h
+        // old is not stalled yet, but is due 1 h from now, before the planned 2-hour check.
+        let other = ShipmentId::parse("ZTO", "780000000000003").unwrap();
+        t.history = Arc::new(QuietGaps(chrono::Duration::minutes(400)));
+        let out = process(&t, &other, now()).await.unwrap();
+        assert_eq!(
+            out,
+            Processed::Checked {
+                transition: Some("Pending>InTransit(kdniao:2)".into()),
+                new_events: 2
+            }
+        );
+        let s = t.store.shipment(&other).unwrap();
+        assert_eq!(s.next_check_at, Some(now() + chrono::Duration::hours(1)));
+    }
+
     /// Subscribes every shipment it is asked to; refuses the waybills listed in `refuse`.
     #[derive(Default)]
     struct ScriptedSubscriber {
@@ -578,6 +668,7 @@ mod tests {
                 calls: Mutex::default(),
                 refuse: refuse.iter().map(|s| s.to_string()).collect(),
             }),
+            history: Arc::new(NoHistory),
         }
     }
 
@@ -663,6 +754,7 @@ mod tests {
             dead_letters: base.dead_letters,
             concurrency: 1,
             subscriber: None::<NoPush>,
+            history: Arc::new(NoHistory),
         };
         let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
         assert!(matches!(

@@ -44,6 +44,8 @@ pub fn build(
             .map(|push| KdniaoSubscriber::new(push, http)),
         dead_letters: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &cfg.dead_letter_queue_url),
         concurrency: cfg.concurrency,
+        // The stages' fallback thresholds until the history aggregates are plugged in.
+        history: std::sync::Arc::new(parcelwatch::domain::NoHistory),
     })
 }
 

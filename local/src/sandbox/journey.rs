@@ -220,7 +220,40 @@ impl Journey {
     pub fn ends_at(&self) -> Option<DateTime<Utc>> {
         self.steps.last().map(|s| s.at)
     }
+
+    /// When the silence starts on a stalled journey: its last scan before the carrier's "no
+    /// update in time" verdict. `None` for any other kind.
+    pub fn stall_starts_at(&self) -> Option<DateTime<Utc>> {
+        if self.kind != JourneyKind::Stalled {
+            return None;
+        }
+        let verdict = self.steps.iter().position(|s| s.state_ex == "403")?;
+        self.steps[..verdict]
+            .iter()
+            .rev()
+            .find(|s| s.emits_line)
+            .map(|s| s.at)
+    }
+
+    /// When the buyer of a stalled parcel would notice that it is stuck (`None` for any other
+    /// kind): the earlier of
+    /// - the carrier's own "no update in time" verdict (Kdniao 403, 24–36 h into the silence
+    ///   here): from then on the carrier's tracking page and the shop's order page say it, and
+    ///   the buyer is told (the 403 SMS);
+    /// - [`BUYER_NOTICES_SILENCE`] after the last scan: a buyer who looks at the trajectory once
+    ///   a day sees the same newest line twice by then.
+    ///
+    /// Seeing the stall first means alerting the merchant before this instant.
+    pub fn buyer_would_notice_at(&self) -> Option<DateTime<Utc>> {
+        let start = self.stall_starts_at()?;
+        let verdict = self.steps.iter().find(|s| s.state_ex == "403")?.at;
+        Some(verdict.min(start + BUYER_NOTICES_SILENCE))
+    }
 }
+
+/// A day and a half without a new line: with scans every 2–8 h in transit, the newest line is
+/// visibly stale to a buyer who looks once a day by the second look.
+pub const BUYER_NOTICES_SILENCE: Duration = Duration::hours(36);
 
 /// splitmix64: tiny, fast, and fully specified, so journeys never change with a crate upgrade.
 #[derive(Debug, Clone)]
@@ -1363,6 +1396,40 @@ mod tests {
                     "out for delivery at {local_hour}:00 China time"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_stalled_parcel_is_noticed_by_its_buyer_at_the_carrier_verdict_at_the_latest() {
+        let mut seen = 0;
+        for i in 0..40u64 {
+            let number = waybill_number("ZTO", i, 5);
+            let j = plan_kind(JourneyKind::Stalled, 5, "ZTO", &number, t0());
+            let start = j
+                .stall_starts_at()
+                .expect("a stalled journey has a silence");
+            let verdict = j.steps.iter().find(|s| s.state_ex == "403").unwrap().at;
+            let notice = j.buyer_would_notice_at().unwrap();
+            // The silence: no line between its start and the verdict.
+            assert!(j
+                .steps
+                .iter()
+                .filter(|s| s.emits_line)
+                .all(|s| s.at <= start || s.at > verdict));
+            assert_eq!(notice, verdict.min(start + BUYER_NOTICES_SILENCE));
+            assert!(notice - start >= Duration::hours(24), "{i}");
+            assert!(notice - start <= Duration::hours(36), "{i}");
+            seen += 1;
+        }
+        assert_eq!(seen, 40);
+        // Other journeys have no stall to notice.
+        for kind in JourneyKind::ALL {
+            if kind == JourneyKind::Stalled {
+                continue;
+            }
+            let j = plan_kind(kind, 5, "ZTO", "731234567890123", t0());
+            assert_eq!(j.buyer_would_notice_at(), None, "{kind:?}");
+            assert_eq!(j.stall_starts_at(), None, "{kind:?}");
         }
     }
 

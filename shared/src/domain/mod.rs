@@ -7,6 +7,7 @@ pub mod ids;
 pub mod order;
 pub mod schedule;
 pub mod shipment;
+pub mod stall;
 pub mod status;
 pub mod templates;
 pub mod trace;
@@ -21,6 +22,7 @@ pub use schedule::{
 pub use schedule::{Expiry, NextCheck, ScheduleInput};
 pub use shipment::{apply_check, CheckOutcome, Ignored, Locale, Recipient, Shipment, Transition};
 pub use shipment::{apply_check_with, SchedulePolicy};
+pub use stall::{NoHistory, StageHistory};
 pub use status::{Status, SubStatus};
 pub use templates::{render, Notification};
 pub use trace::{keyed_events, EventKey, TraceEvent, TraceSnapshot};

@@ -6,6 +6,7 @@
 //! snippet is what gets shortened, never the facts.
 
 use super::shipment::{Locale, Shipment, Transition};
+use super::stall::FlagKind;
 use super::status::Status;
 
 /// A rendered message. `body` is the SMS text; `title` heads an app push or an e-mail.
@@ -142,6 +143,50 @@ pub fn render(
         title: title(kind, locale).to_string(),
         body: fit(limit, ellipsis, &make, &full, &short, snippet.as_deref()),
     })
+}
+
+/// The buyer's apology for a parcel we flagged stalled or late (sent only when the merchant
+/// turns it on: see the notifier's `STALL_BUYER_APOLOGY`). No trace snippet: the newest line is
+/// the stale one. Same budgets as [`render`]: the full number when it fits, else its last four.
+pub fn render_apology(shipment: &Shipment, kind: FlagKind, locale: Locale) -> Notification {
+    let number = shipment.id.number.as_str();
+    let last4 = &number[number.len().saturating_sub(4)..];
+    let (title, carrier, short, limit, ellipsis) = match locale {
+        Locale::ZhCn => (
+            "包裹延误致歉",
+            shipment.id.carrier.name_zh(),
+            format!("（尾号{last4}）"),
+            ZH_BODY_LIMIT,
+            "…",
+        ),
+        Locale::En => (
+            "Sorry, your parcel is delayed",
+            shipment.id.carrier.name_en(),
+            format!("ending {last4}"),
+            EN_BODY_LIMIT,
+            "...",
+        ),
+    };
+    let make = |num: &str, _: Option<&str>| {
+        match (locale, kind) {
+        (Locale::ZhCn, FlagKind::Stalled) => format!(
+            "{ZH_SIGN}您的{carrier}包裹{num}物流暂未更新，我们已在联系快递跟进，抱歉让您久等。"
+        ),
+        (Locale::ZhCn, FlagKind::Late) => {
+            format!("{ZH_SIGN}您的{carrier}包裹{num}比预期晚到，我们正在跟进，抱歉让您久等。")
+        }
+        (Locale::En, FlagKind::Stalled) => format!(
+            "{EN_SIGN}Your {carrier} parcel {num} has had no carrier update for a while. We are chasing it with the carrier. Sorry for the wait."
+        ),
+        (Locale::En, FlagKind::Late) => format!(
+            "{EN_SIGN}Your {carrier} parcel {num} is running late. We are following it up with the carrier. Sorry for the wait."
+        ),
+    }
+    };
+    Notification {
+        title: title.to_string(),
+        body: fit(limit, ellipsis, &make, number, &short, None),
+    }
 }
 
 /// Choose the number form and cut the snippet so that the body fits `limit` characters:
@@ -914,5 +959,46 @@ mod tests {
             zh.body,
             "【parcelwatch】您的顺丰速运包裹SF1234567890123已签收。如非本人签收请联系商家。"
         );
+    }
+
+    #[test]
+    fn our_own_flags_tell_the_buyer_nothing_and_the_apology_fits_one_segment() {
+        let s = shipment("ZTO", "731234567890123", Status::InTransit, None);
+        // Flagging a stall or a delay is no status change: no buyer SMS.
+        for code in [
+            "stalled;after=1200m;fallback",
+            "late;after=4425m;p90=3540m;n40",
+        ] {
+            let t = Transition {
+                from: Status::InTransit,
+                to: Status::InTransit,
+                from_sub: Some(SubStatus::new("kdniao", "2")),
+                to_sub: Some(SubStatus::new("parcelwatch", code)),
+            };
+            assert_eq!(render(&s, &t, Locale::ZhCn), None, "{code}");
+        }
+        let zh = render_apology(&s, FlagKind::Stalled, Locale::ZhCn);
+        let en = render_apology(&s, FlagKind::Stalled, Locale::En);
+        assert_budgets(&zh, &en);
+        assert_eq!(
+            zh.body,
+            "【parcelwatch】您的中通快递包裹731234567890123物流暂未更新，我们已在联系快递跟进，抱歉让您久等。"
+        );
+        assert!(en.body.contains("731234567890123"), "{}", en.body);
+        assert!(en.body.contains("no carrier update"), "{}", en.body);
+        assert!(is_gsm_basic(&en.body), "{}", en.body);
+        let zh = render_apology(&s, FlagKind::Late, Locale::ZhCn);
+        let en = render_apology(&s, FlagKind::Late, Locale::En);
+        assert_budgets(&zh, &en);
+        assert!(zh.body.contains("比预期晚到"), "{}", zh.body);
+        assert!(en.body.contains("running late"), "{}", en.body);
+        // A long carrier name and number: the short form, still whole sentences.
+        let long = shipment("JD", "JDV012345678901", Status::InTransit, None);
+        for kind in [FlagKind::Stalled, FlagKind::Late] {
+            assert_budgets(
+                &render_apology(&long, kind, Locale::ZhCn),
+                &render_apology(&long, kind, Locale::En),
+            );
+        }
     }
 }
