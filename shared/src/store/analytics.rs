@@ -16,15 +16,17 @@
 
 use super::dynamo::classify;
 use super::StoreError;
-use crate::domain::stats::{
-    AggregateUpdate, Histogram, HistorySnapshot, RouteKey, RouteStats, StageStats, BUCKETS,
-};
+use crate::domain::stats::{AggregateUpdate, Histogram, RouteKey, RouteStats, StageStats, BUCKETS};
 use crate::domain::{ShipmentId, Status};
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
+
+/// What [`AnalyticsStore::load_history`] returns (a pure domain value: stall detection and the
+/// ETA read it without I/O).
+pub use crate::domain::stats::HistorySnapshot;
 
 /// Partition of every stage aggregate.
 pub const STAGE_PK: &str = "STATS#STAGE";
