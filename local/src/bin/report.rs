@@ -67,10 +67,20 @@ fn rate(r: &RouteStats) -> String {
         .map_or("-".into(), |x| format!("{:.1}%", x * 100.0))
 }
 
+/// `s` padded to `width` terminal columns (CJK characters take two).
+fn pad(s: &str, width: usize) -> String {
+    let cols: usize = s
+        .chars()
+        .map(|c| if (c as u32) >= 0x2E80 { 2 } else { 1 })
+        .sum();
+    format!("{s}{}", " ".repeat(width.saturating_sub(cols)))
+}
+
 fn route_line(out: &mut String, carrier: &str, route: &str, r: &RouteStats) {
     let _ = writeln!(
         out,
-        "{carrier:<7} {route:<16} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8}",
+        "{carrier:<7} {} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8}",
+        pad(route, 16),
         r.finished,
         r.delivered,
         r.exceptions,
@@ -244,5 +254,8 @@ mod tests {
             "{text}"
         );
         assert!(lines[3].starts_with("all"), "{text}");
+        // Columns line up although the provinces are two terminal columns per character.
+        assert_eq!(pad("浙江→四川", 16).chars().count(), 5 + 7);
+        assert_eq!(pad("(all)", 16).len(), 16);
     }
 }
