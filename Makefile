@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 # Pinned local-stack tools (PyPI) live in requirements-local.txt.
 
-.PHONY: help setup build test unit integration lint fmt template demo stack sandbox invoke-scheduler clean
+.PHONY: help setup build test unit integration lint fmt template demo stack sandbox invoke-scheduler clean report
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -49,6 +49,10 @@ demo: setup ## the whole product on the local stack: N shipments (default 200) o
 
 stack: setup ## start moto + resources + carrier sandbox and print the env for cargo lambda
 	cargo run --quiet -p parcelwatch-local --bin stack
+
+report: setup ## delivery analytics table (routes: count, p50/p90 delivery time, exception rate; stages): N parcels (200) through a fresh local run of at most DAYS (6); STACK=1 reads the table of .local/stack.env instead
+	$(if $(STACK),set -a && source $(STACK_ENV) && set +a && )cargo run --quiet -p parcelwatch-local --bin report -- \
+	  $(if $(STACK),--stack,--shipments $(N) --days $(DAYS) --seed $(SEED))
 
 # ---- running the functions like Lambda does, against `make stack` (see README "Invoking")
 WATCH_PORT   ?= 9001

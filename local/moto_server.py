@@ -59,6 +59,104 @@ def _dispatch_with_sms_view(self, environ, start_response):
 
 werkzeug_app.DomainDispatcherApplication.__call__ = _dispatch_with_sms_view
 
+
+
+# TransactWriteItems: moto 5.2 backs up every table a transaction touches with copy.deepcopy
+# (once per member, stream records included) and, when a member fails, swaps the table object
+# for that copy. That costs O(table) per transaction (the analytics consumer sends one per
+# shipment change: moto's memory climbed to 7 GB within minutes) and detaches the stream's shard
+# from the table, so readers stop seeing new records after the first cancelled transaction.
+# DynamoDB checks every member's condition before writing any, so the replacement does exactly
+# that: check all, then apply all; a member that fails while applying (a validation error) has
+# the items already written restored from a copy of those items alone.
+from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.exceptions import (
+    ConditionalCheckFailed,
+    MockValidationException,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+    TransactWriteSingleOpException,
+)
+from moto.dynamodb.models import DynamoDBBackend
+
+
+def _transact_write_items(self, transact_items):
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    members = []
+    seen = set()
+    for item in transact_items:
+        if len(item) > 1:
+            raise TransactWriteSingleOpException
+        op_type, op = next(iter(item.items()))
+        if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+            raise MockValidationException("Unsupported transaction operation")
+        table = self.get_table(op["TableName"])
+        if op_type == "Put":
+            attrs = op["Item"]
+            key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+            if table.range_key_attr is not None:
+                key[table.range_key_attr] = attrs[table.range_key_attr]
+        else:
+            key = op["Key"]
+        unique = (op["TableName"], str(dict(sorted(key.items()))))
+        if unique in seen:
+            raise MultipleTransactionsException()
+        seen.add(unique)
+        members.append((op_type, op, key))
+
+    errors = []
+    for op_type, op, key in members:
+        current = self.get_item(op["TableName"], key)
+        condition = op.get("ConditionExpression")
+        failed = False
+        if condition is not None:
+            failed = not get_filter_expression(
+                condition,
+                op.get("ExpressionAttributeNames"),
+                op.get("ExpressionAttributeValues"),
+            ).expr(current)
+        if failed:
+            old = None
+            if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                old = current.to_json()["Attributes"]
+            errors.append(("ConditionalCheckFailed", "The conditional request failed", old))
+        else:
+            errors.append((None, None, None))
+    if any(code is not None for code, _, _ in errors):
+        raise TransactionCanceledException(errors)
+
+    written = []  # (table name, key, the item before, as attributes, or None)
+    try:
+        for op_type, op, key in members:
+            name = op["TableName"]
+            before = self.get_item(name, key)
+            written.append((name, key, before.to_json()["Attributes"] if before else None))
+            names = op.get("ExpressionAttributeNames")
+            values = op.get("ExpressionAttributeValues")
+            if op_type == "Put":
+                self.put_item(name, op["Item"], expression_attribute_names=names,
+                              expression_attribute_values=values)
+            elif op_type == "Delete":
+                self.delete_item(name, key, expression_attribute_names=names,
+                                 expression_attribute_values=values)
+            elif op_type == "Update":
+                self.update_item(name, key, update_expression=op["UpdateExpression"],
+                                 expression_attribute_names=names,
+                                 expression_attribute_values=values)
+    except Exception:
+        for name, key, before in reversed(written):
+            if before is None:
+                self.delete_item(name, key)
+            else:
+                self.put_item(name, before)
+        raise
+
+
+DynamoDBBackend.transact_write_items = _transact_write_items
+
+
 if __name__ == "__main__":
     from moto.server import main
 

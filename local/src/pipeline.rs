@@ -58,6 +58,8 @@ pub struct PipelineOptions {
     /// Kills mid-batch and duplicate deliveries of the tracker's, the notifier's and the api's
     /// invocations (see [`crate::runner::chaos`]).
     pub chaos: ChaosPlan,
+    /// Run the analytics function on the stream (its own mapping, after the notifier's).
+    pub analytics: bool,
 }
 
 impl Default for PipelineOptions {
@@ -81,6 +83,7 @@ impl Default for PipelineOptions {
             shops: Vec::new(),
             function_endpoint: None,
             chaos: ChaosPlan::NONE,
+            analytics: true,
         }
     }
 }
@@ -119,6 +122,7 @@ pub struct Totals {
     pub notifier_time: std::time::Duration,
     pub push_time: std::time::Duration,
     pub order_sync_time: std::time::Duration,
+    pub analytics_time: std::time::Duration,
     pub orders_synced: u64,
     pub shipments_from_orders: u64,
 }
@@ -152,6 +156,8 @@ pub struct Pipeline {
     pub http: reqwest::Client,
     pub tracking: SqsSource,
     pub stream: StreamSource,
+    /// The analytics function and its own mapping of the table stream (when enabled).
+    pub analytics: Option<(analytics::LiveAnalytics, StreamSource)>,
     pub schedule: ScheduleTick,
     pub sqs: aws_sdk_sqs::Client,
     pub streams: aws_sdk_dynamodbstreams::Client,
@@ -374,6 +380,13 @@ impl Pipeline {
         .with_bisect_on_error(spec.bisect_on_error)
         .with_filters(spec.filter_patterns.clone());
         stream = stream.with_on_failure_queue(&stack.notify_failure_queue_url);
+        let analytics = if opts.analytics {
+            let env = env_for("analytics");
+            let f = analytics::build(sdk, &Config::from_env(&env)?);
+            Some((f, analytics_source(&stack, start_pos)?))
+        } else {
+            None
+        };
         let order_schedule = ScheduleTick::new(format!(
             "arn:aws:events:us-east-1:123456789012:rule/{}-order-sync",
             stack.prefix
@@ -402,6 +415,7 @@ impl Pipeline {
                 .build()?,
             tracking,
             stream,
+            analytics,
             schedule,
             sqs,
             streams,
@@ -697,7 +711,46 @@ impl Pipeline {
                 10_000,
             )
             .await?;
+        self.drain_analytics().await?;
         Ok((d.totals.invocations, d.totals.read - d.totals.filtered))
+    }
+
+    /// Run the analytics function over everything new on the table stream (its own mapping);
+    /// returns the records it was handed. Nothing when analytics is off.
+    pub async fn drain_analytics(&mut self) -> Result<usize, BoxError> {
+        let Some((f, source)) = &mut self.analytics else {
+            return Ok(0);
+        };
+        let t0 = std::time::Instant::now();
+        let d = source
+            .drain(
+                &self.streams,
+                &self.sqs,
+                |event| async { Ok(analytics::handle_batch(f, event).await) },
+                10_000,
+            )
+            .await?;
+        self.totals.analytics_time += t0.elapsed();
+        Ok(d.totals.delivered)
+    }
+
+    /// Hand the analytics function the whole stream again, from its trim horizon, through a
+    /// fresh mapping (what a recreated event-source mapping does): every record is delivered a
+    /// second time. Returns the records delivered.
+    pub async fn replay_analytics(&mut self) -> Result<usize, BoxError> {
+        let Some((f, _)) = &self.analytics else {
+            return Ok(0);
+        };
+        let mut source = analytics_source(&self.stack, StartingPosition::TrimHorizon)?;
+        let d = source
+            .drain(
+                &self.streams,
+                &self.sqs,
+                |event| async { Ok(analytics::handle_batch(f, event).await) },
+                10_000,
+            )
+            .await?;
+        Ok(d.totals.delivered)
     }
 
     /// Every item matching a filter (a paginated Scan: fine for reports and assertions,
@@ -845,6 +898,38 @@ impl Pipeline {
         }
         Ok(out)
     }
+}
+
+/// The analytics function's mapping of the table stream, as template.yaml declares it.
+fn analytics_source(
+    stack: &LocalStack,
+    starting_position: StartingPosition,
+) -> Result<StreamSource, BoxError> {
+    let spec = stack
+        .event_sources
+        .stream_of("analytics")
+        .ok_or("template.yaml has no DynamoDB event for the analytics function")?;
+    let failure_queue = spec
+        .on_failure_queue
+        .as_deref()
+        .and_then(|id| match stack.resources.get(id) {
+            Some(crate::provision::PhysicalResource::Queue { url, .. }) => Some(url.clone()),
+            _ => None,
+        })
+        .ok_or("the analytics mapping has no on-failure queue")?;
+    Ok(StreamSource::new(
+        &stack.table_stream_arn,
+        format!(
+            "arn:aws:lambda:us-east-1:123456789012:function:{}-analytics",
+            stack.prefix
+        ),
+        starting_position,
+    )?
+    .with_batch_size(spec.batch_size as i32)
+    .with_max_retry_attempts(spec.max_retry_attempts)
+    .with_bisect_on_error(spec.bisect_on_error)
+    .with_filters(spec.filter_patterns.clone())
+    .with_on_failure_queue(failure_queue))
 }
 
 /// How many SMS the buyer of this parcel must receive: one per notifiable transition of the

@@ -773,6 +773,13 @@ pub struct EventSources {
     pub function_timeouts: HashMap<String, u64>,
 }
 
+impl EventSources {
+    /// The DynamoDB stream source of the function built from `binary` (e.g. `analytics`).
+    pub fn stream_of(&self, binary: &str) -> Option<&StreamSourceSpec> {
+        self.stream_sources.iter().find(|s| s.function == binary)
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // Provisioning
 // ------------------------------------------------------------------------------------------
@@ -1395,7 +1402,14 @@ mod tests {
         assert_eq!(es.function_timeouts.get("scheduler"), Some(&60));
         assert_eq!(es.function_timeouts.get("order-sync"), Some(&240));
         assert_eq!(es.function_timeouts.get("api"), Some(&10));
-        assert_eq!(es.function_timeouts.len(), 5);
+        assert_eq!(es.function_timeouts.get("analytics"), Some(&30));
+        assert_eq!(es.function_timeouts.len(), 6);
+        // The analytics function reads the same stream with its own mapping and failure queue.
+        let a = es.stream_of("analytics").expect("analytics stream");
+        assert_eq!(a.table, "Table");
+        assert_eq!(a.on_failure_queue.as_deref(), Some("AnalyticsFailureQueue"));
+        assert!(a.bisect_on_error && a.report_batch_item_failures);
+        assert_eq!(a.filter_patterns, s.filter_patterns);
     }
 
     #[test]

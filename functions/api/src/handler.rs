@@ -3,13 +3,16 @@
 //! | route | auth | answers |
 //! |---|---|---|
 //! | `POST /shipments` | `x-api-key` | 201 created / 200 exists / 400 invalid (one); 200 with per-item results (bulk); 413 too many or too large |
-//! | `GET /shipments/{carrier}/{number}` | `x-api-key` | 200 shipment + trajectory newest first; 404 not tracked |
+//! | `GET /shipments/{carrier}/{number}` | `x-api-key` | 200 shipment + trajectory newest first + `eta`; 404 not tracked |
+//! | `GET /analytics/routes?carrier=&origin=&destination=` | `x-api-key` | 200 routes (count, p50/p90 delivery time, exception rate) and their total; 400 bad filter |
+//! | `GET /analytics/carriers/{carrier}/stages` | `x-api-key` | 200 time in stage and quiet gaps per stage; 400 bad carrier |
 //! | `POST /push/kdniao` | DataSign | Kdniao's ack JSON; 401 bad signature, 400 malformed, 422 unknown carrier, 403 not for us, 503 store down |
 //! | `POST /push/kuaidi100` | sign (salt) | Kuaidi100's ack JSON; same 4xx; 404 when not configured; 503 store down |
 //!
 //! Every merchant-route error is `{"error": "<reason>"}`. No answer ever carries internals; a
 //! refused push writes nothing.
 
+use crate::analytics::{parse_filter, routes_view, stages_view, HistorySource, RouteFilter};
 use crate::config::ApiConfig;
 use crate::recognition::{resolve_items, NoRecognizer, RECOGNITION_BUDGET};
 use crate::register::{parse_registration, Item, NewShipment, Registration};
@@ -21,6 +24,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
 use parcelwatch::crypto::{Vault, VaultError};
+use parcelwatch::domain::eta::{eta, is_on_its_way};
 use parcelwatch::domain::{Locale, Recipient, Shipment, ShipmentId};
 use parcelwatch::providers::push::{PushBatch, PushError};
 use parcelwatch::providers::recognize::Recognizer;
@@ -45,6 +49,9 @@ pub struct Api<S, R = NoRecognizer> {
     pub recognizer: Option<R>,
     /// Seals registered phones before they are written.
     pub vault: Vault,
+    /// The delivery history (analytics routes, ETAs). None: routes answer 503, ETAs use the
+    /// fixed default.
+    pub history: Option<std::sync::Arc<dyn HistorySource>>,
 }
 
 impl<S> Api<S> {
@@ -55,6 +62,7 @@ impl<S> Api<S> {
             cfg,
             recognizer: None,
             vault: Vault::disabled(),
+            history: None,
         }
     }
 }
@@ -67,6 +75,15 @@ impl<S, R> Api<S, R> {
             cfg: self.cfg,
             recognizer,
             vault: self.vault,
+            history: self.history,
+        }
+    }
+
+    /// The same api, reading the delivery history from `history`.
+    pub fn with_history(self, history: std::sync::Arc<dyn HistorySource>) -> Self {
+        Api {
+            history: Some(history),
+            ..self
         }
     }
 
@@ -161,7 +178,47 @@ async fn route<S: ShipmentStore, R: Recognizer>(
             if let Err(Denied(status, reason)) = authenticate(&api.cfg, req) {
                 return error(status, reason);
             }
-            get_shipment(api, req, carrier, number).await
+            get_shipment(api, req, carrier, number, now).await
+        }
+        ["analytics", "routes"] => {
+            if method != Method::GET {
+                return method_not_allowed("GET");
+            }
+            if let Err(Denied(status, reason)) = authenticate(&api.cfg, req) {
+                return error(status, reason);
+            }
+            let q = &req.query_string_parameters;
+            let filter = match parse_filter(
+                q.first("carrier"),
+                q.first("origin"),
+                q.first("destination"),
+            ) {
+                Ok(f) => f,
+                Err(reason) => return error(400, &reason),
+            };
+            match load_history(api, filter.carrier.as_deref()).await {
+                Ok(h) => json_response(200, &routes_view(&h, &filter)),
+                Err(r) => r,
+            }
+        }
+        ["analytics", "carriers", carrier, "stages"] => {
+            if method != Method::GET {
+                return method_not_allowed("GET");
+            }
+            if let Err(Denied(status, reason)) = authenticate(&api.cfg, req) {
+                return error(status, reason);
+            }
+            let carrier = match parse_filter(Some(carrier), None, None) {
+                Ok(RouteFilter {
+                    carrier: Some(c), ..
+                }) => c,
+                Ok(_) => return error(400, "carrier required"),
+                Err(reason) => return error(400, &reason),
+            };
+            match load_history(api, Some(&carrier)).await {
+                Ok(h) => json_response(200, &stages_view(&h, &carrier)),
+                Err(r) => r,
+            }
         }
         ["push", "kdniao"] => {
             if method != Method::POST {
@@ -512,6 +569,7 @@ async fn get_shipment<S: ShipmentStore, R: Recognizer>(
     req: &ApiGatewayV2httpRequest,
     carrier: &str,
     number: &str,
+    now: DateTime<Utc>,
 ) -> Response {
     let id = match ShipmentId::parse(carrier, number) {
         Ok(id) => id,
@@ -541,7 +599,41 @@ async fn get_shipment<S: ShipmentStore, R: Recognizer>(
         Ok(t) => t,
         Err(e) => return store_failure(&e),
     };
-    json_response(200, &shipment_view(&shipment, &trace, locale))
+    let mut view = shipment_view(&shipment, &trace, locale);
+    if let Some(o) = view.as_object_mut() {
+        o.insert("eta".into(), shipment_eta(api, &shipment, now).await);
+    }
+    json_response(200, &view)
+}
+
+/// The shipment's ETA as JSON (`null` when it is not on its way). A history that cannot be
+/// read is logged and answered as `null` too: the trajectory is what the reader came for.
+async fn shipment_eta<S, R>(api: &Api<S, R>, s: &Shipment, now: DateTime<Utc>) -> Value {
+    if !is_on_its_way(s.status) {
+        return Value::Null;
+    }
+    let history = match &api.history {
+        None => Default::default(),
+        Some(h) => match h.load(Some(s.id.carrier.as_str())).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, shipment = %s.id, "delivery history unavailable; no ETA");
+                return Value::Null;
+            }
+        },
+    };
+    eta(s, &history, now).map_or(Value::Null, |e| json!(e))
+}
+
+/// The history for an analytics route; a failure is the answer to send.
+async fn load_history<S, R>(
+    api: &Api<S, R>,
+    carrier: Option<&str>,
+) -> Result<parcelwatch::domain::stats::HistorySnapshot, Response> {
+    let Some(h) = &api.history else {
+        return Err(error(503, "delivery analytics are not configured"));
+    };
+    h.load(carrier).await.map_err(|e| store_failure(&e))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1818,5 +1910,149 @@ mod tests {
         ] {
             assert!(!logs.contains(secret), "{secret} in logs:\n{logs}");
         }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Analytics and ETA
+    // -----------------------------------------------------------------------------------------
+
+    /// Six YTO deliveries 浙江 → 广东 in 48 h, one finished with an exception.
+    fn history() -> Arc<parcelwatch::store::analytics::MemoryAnalytics> {
+        use parcelwatch::domain::stats::{RouteKey, RouteStats, StageStats};
+        let m = parcelwatch::store::analytics::MemoryAnalytics::default();
+        {
+            let mut h = m.history.lock().unwrap();
+            let mut r = RouteStats {
+                finished: 7,
+                delivered: 6,
+                exceptions: 1,
+                ..Default::default()
+            };
+            for _ in 0..6 {
+                r.delivery.record(chrono::Duration::hours(48));
+            }
+            h.routes.insert(
+                RouteKey {
+                    carrier: "YTO".into(),
+                    origin: "浙江".into(),
+                    destination: "广东".into(),
+                },
+                r,
+            );
+            let mut st = StageStats::default();
+            st.quiet_gap.record(chrono::Duration::hours(5));
+            h.stages.insert(("YTO".into(), Status::InTransit), st);
+        }
+        Arc::new(m)
+    }
+
+    fn get(path: &str, query: &[(&str, &str)], key: Option<&str>) -> ApiGatewayV2httpRequest {
+        let mut e = event(GET_SHIPMENT);
+        e.raw_path = Some(path.into());
+        e.query_string_parameters = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<std::collections::HashMap<_, _>>()
+            .into();
+        match key {
+            Some(k) => {
+                e.headers.insert("x-api-key", k.parse().unwrap());
+            }
+            None => {
+                e.headers.remove("x-api-key");
+            }
+        }
+        e
+    }
+
+    #[tokio::test]
+    async fn a_shipment_on_its_way_reads_with_an_eta_from_its_route() {
+        let api = tracked().with_history(history());
+        assert_eq!(call(&api, event(PUSH_KDNIAO)).await.status_code, 200);
+        let v = body(&call(&api, event(GET_SHIPMENT)).await);
+        assert_eq!(v["status"], "OutForDelivery");
+        assert_eq!(v["eta"]["basis"], "route", "{v}");
+        assert_eq!(v["eta"]["samples"], 6);
+        // Picked up 2026-11-22T10:02:11Z; the route takes about 48 h.
+        let expected =
+            parcelwatch::domain::parse_time(v["eta"]["expected_at"].as_str().unwrap()).unwrap();
+        let picked = Utc.with_ymd_and_hms(2026, 11, 22, 10, 2, 11).unwrap();
+        let took = expected - picked;
+        assert!(
+            (took - chrono::Duration::hours(48)).num_minutes().abs() < 5 * 60,
+            "{took}"
+        );
+        assert!(expected >= now());
+        // The same shipment without a history source: the fixed default.
+        let plain = tracked();
+        call(&plain, event(PUSH_KDNIAO)).await;
+        let v = body(&call(&plain, event(GET_SHIPMENT)).await);
+        assert_eq!(v["eta"]["basis"], "default");
+        assert_eq!(v["eta"]["samples"], 0);
+    }
+
+    #[tokio::test]
+    async fn analytics_routes_answer_the_figures_behind_the_api_key() {
+        let api = tracked().with_history(history());
+        let r = call(
+            &api,
+            get(
+                "/analytics/routes",
+                &[("carrier", "yto"), ("origin", "Zhejiang")],
+                Some(KEY_1),
+            ),
+        )
+        .await;
+        assert_eq!(r.status_code, 200, "{}", text(&r));
+        let v = body(&r);
+        assert_eq!(v["filter"]["carrier"], "YTO");
+        assert_eq!(v["filter"]["origin"], "浙江");
+        assert_eq!(v["total"]["delivered"], 6);
+        assert_eq!(v["total"]["finished"], 7);
+        assert_eq!(v["total"]["exception_rate"], json!(1.0 / 7.0));
+        assert_eq!(v["routes"][0]["destination"], "广东");
+        let p50 = v["total"]["delivery_time"]["p50_minutes"].as_i64().unwrap();
+        assert!((p50 - 48 * 60).abs() < 48 * 6, "{p50}");
+
+        let r = call(
+            &api,
+            get("/analytics/carriers/YTO/stages", &[], Some(KEY_1)),
+        )
+        .await;
+        assert_eq!(r.status_code, 200, "{}", text(&r));
+        assert_eq!(body(&r)["stages"][0]["stage"], "InTransit");
+        assert_eq!(body(&r)["stages"][0]["quiet_gap"]["samples"], 1);
+
+        // Same auth as the other merchant routes; filters are checked; GET only.
+        let r = call(&api, get("/analytics/routes", &[], None)).await;
+        assert_eq!(r.status_code, 401);
+        let r = call(&api, get("/analytics/routes", &[], Some("nope"))).await;
+        assert_eq!(r.status_code, 403);
+        let r = call(
+            &api,
+            get(
+                "/analytics/routes",
+                &[("destination", "Atlantis")],
+                Some(KEY_1),
+            ),
+        )
+        .await;
+        assert_eq!(r.status_code, 400);
+        assert!(body(&r)["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("destination must be a province"));
+        let r = call(
+            &api,
+            get("/analytics/carriers/%21%21/stages", &[], Some(KEY_1)),
+        )
+        .await;
+        assert_eq!(r.status_code, 400);
+        let mut post = get("/analytics/routes", &[], Some(KEY_1));
+        post.request_context.http.method = Method::POST;
+        assert_eq!(call(&api, post).await.status_code, 405);
+        // No history configured: the route says so.
+        let r = call(&tracked(), get("/analytics/routes", &[], Some(KEY_1))).await;
+        assert_eq!(r.status_code, 503);
     }
 }

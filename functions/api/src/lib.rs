@@ -2,6 +2,7 @@
 //! and read trajectories; Kdniao and Kuaidi100 push trace changes, which are folded into the
 //! table through the same path the tracker uses.
 
+pub mod analytics;
 pub mod config;
 pub mod handler;
 pub mod recognition;
@@ -17,6 +18,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use parcelwatch::config::{Config, KdniaoConfig, ProcessEnv};
 use parcelwatch::crypto::Vault;
 use parcelwatch::providers::recognize::KdniaoRecognizer;
+use parcelwatch::store::analytics::DynamoAnalytics;
 use parcelwatch::store::DynamoStore;
 
 pub type LiveApi = Api<DynamoStore, KdniaoRecognizer>;
@@ -35,6 +37,10 @@ pub fn build(sdk: &aws_config::SdkConfig, base: &Config, cfg: ApiConfig, vault: 
     )
     .with_recognizer(recognizer)
     .with_vault(vault)
+    .with_history(std::sync::Arc::new(DynamoAnalytics::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        &base.table_name,
+    )))
 }
 
 /// Kdniao 2002 over its own HTTP client. A client that cannot be built (no TLS backend) turns

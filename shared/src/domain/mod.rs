@@ -3,11 +3,14 @@
 pub mod cadence;
 pub mod carriers;
 pub mod detect;
+pub mod eta;
+pub mod geo;
 pub mod ids;
 pub mod order;
 pub mod schedule;
 pub mod shipment;
 pub mod stall;
+pub mod stats;
 pub mod status;
 pub mod templates;
 pub mod trace;

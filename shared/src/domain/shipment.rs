@@ -72,6 +72,12 @@ pub struct Shipment {
     pub last_provider: Option<String>,
     /// Optimistic-concurrency version: every write is conditional on it and bumps it.
     pub version: u64,
+    /// Province the parcel left from (`浙江`), from its first scan (see [`super::geo`]).
+    pub origin: Option<String>,
+    /// Province it is delivered in, from a destination-side scan.
+    pub destination: Option<String>,
+    /// Time of the first scan: where delivery time and the ETA count from.
+    pub picked_up_at: Option<DateTime<Utc>>,
 }
 
 impl Shipment {
@@ -103,6 +109,9 @@ impl Shipment {
             last_push_at: None,
             last_provider: None,
             version: 0,
+            origin: None,
+            destination: None,
+            picked_up_at: None,
         }
     }
 
@@ -299,6 +308,7 @@ pub fn apply_check_with(
         updated.last_event = Some(last.clone());
         updated.event_count = current.event_count + new_events.len() as u32;
     }
+    super::geo::note_route(&mut updated, &new_events);
     let next = plan(&updated.schedule_input(policy, now));
     updated.next_check_at = next.at();
     if next == NextCheck::Expire {

@@ -1,6 +1,7 @@
 //! The shipment table behind narrow ports, so handlers can be tested against the in-memory
 //! store and run against DynamoDB.
 
+pub mod analytics;
 pub mod dynamo;
 pub mod memory;
 pub mod orders;

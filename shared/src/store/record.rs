@@ -64,6 +64,13 @@ pub struct ShipmentRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_provider: Option<String>,
     pub version: u64,
+    /// Origin and destination province, pickup time (analytics; see `domain::geo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picked_up_at: Option<String>,
 }
 
 /// A stored item that does not decode into a shipment.
@@ -110,6 +117,9 @@ impl ShipmentRecord {
             last_push_at: s.last_push_at.map(fmt_time),
             last_provider: s.last_provider.clone(),
             version: s.version,
+            origin: s.origin.clone(),
+            destination: s.destination.clone(),
+            picked_up_at: s.picked_up_at.map(fmt_time),
         }
     }
 
@@ -182,6 +192,9 @@ impl ShipmentRecord {
             last_push_at: opt_time("last_push_at", &self.last_push_at)?,
             last_provider: self.last_provider.clone(),
             version: self.version,
+            origin: self.origin.clone(),
+            destination: self.destination.clone(),
+            picked_up_at: opt_time("picked_up_at", &self.picked_up_at)?,
             id,
         })
     }
@@ -280,6 +293,9 @@ mod tests {
         s.last_push_at = Some(now);
         s.last_provider = Some("kuaidi100".into());
         s.version = 4;
+        s.origin = Some("浙江".into());
+        s.destination = Some("北京".into());
+        s.picked_up_at = Some(now - chrono::Duration::hours(30));
         s
     }
 
