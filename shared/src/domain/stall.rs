@@ -42,6 +42,22 @@ pub trait StageHistory {
     ) -> Option<(chrono::Duration, u64)>;
 }
 
+/// The stream-driven aggregates (`store::analytics`) answer for the history.
+impl StageHistory for super::stats::HistorySnapshot {
+    fn quiet_gap_quantile(&self, carrier: &str, stage: Status, q: f64) -> Option<(Duration, u64)> {
+        super::stats::HistorySnapshot::quiet_gap_quantile(self, carrier, stage, q)
+    }
+    fn delivery_time_quantile(
+        &self,
+        carrier: &str,
+        origin: Option<&str>,
+        destination: Option<&str>,
+        q: f64,
+    ) -> Option<(Duration, u64)> {
+        super::stats::HistorySnapshot::delivery_time_quantile(self, carrier, origin, destination, q)
+    }
+}
+
 /// No history at all: every threshold is the stage's fixed fallback, and nobody is called late.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoHistory;

@@ -677,3 +677,69 @@ mod tests {
             .is_empty());
     }
 }
+
+/// The history a long-lived container holds: replaced whole by a refresh, read by every check
+/// (the tracker's stall and delay thresholds follow it as deliveries land).
+#[derive(Default)]
+pub struct SharedHistory(std::sync::RwLock<HistorySnapshot>);
+
+impl SharedHistory {
+    pub fn replace(&self, history: HistorySnapshot) {
+        // A poisoned lock means a reader panicked; the snapshot itself is plain data.
+        match self.0.write() {
+            Ok(mut held) => *held = history,
+            Err(poisoned) => *poisoned.into_inner() = history,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HistorySnapshot> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl crate::domain::StageHistory for SharedHistory {
+    fn quiet_gap_quantile(
+        &self,
+        carrier: &str,
+        stage: Status,
+        q: f64,
+    ) -> Option<(chrono::Duration, u64)> {
+        self.read().quiet_gap_quantile(carrier, stage, q)
+    }
+    fn delivery_time_quantile(
+        &self,
+        carrier: &str,
+        origin: Option<&str>,
+        destination: Option<&str>,
+        q: f64,
+    ) -> Option<(chrono::Duration, u64)> {
+        self.read()
+            .delivery_time_quantile(carrier, origin, destination, q)
+    }
+}
+
+#[cfg(test)]
+mod shared_history_tests {
+    use super::*;
+    use crate::domain::StageHistory;
+
+    #[test]
+    fn a_refresh_replaces_what_checks_read() {
+        let shared = SharedHistory::default();
+        assert_eq!(
+            shared.quiet_gap_quantile("ZTO", Status::InTransit, 0.95),
+            None
+        );
+        let mut h = HistorySnapshot::default();
+        let mut stage = StageStats::default();
+        for m in [60, 120, 240] {
+            stage.quiet_gap.record(chrono::Duration::minutes(m));
+        }
+        h.stages.insert(("ZTO".into(), Status::InTransit), stage);
+        shared.replace(h);
+        let (_, n) = shared
+            .quiet_gap_quantile("ZTO", Status::InTransit, 0.95)
+            .expect("history after the refresh");
+        assert_eq!(n, 3);
+    }
+}
