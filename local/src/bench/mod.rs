@@ -249,12 +249,17 @@ async fn order_sync_throughput(n: usize) -> Result<Vec<Figure>, BoxError> {
             .iter()
             .filter_map(|s| s.error.clone())
             .collect();
+        let (value, unit) = if orders == 0 {
+            (secs * 1000.0, "ms")
+        } else {
+            (orders as f64 / secs, "orders/s")
+        };
         out.push(Figure::num(
             S,
             format!("order-sync {run}"),
-            orders as f64 / secs,
+            value,
             0,
-            "orders/s",
+            unit,
             format!(
                 "{orders} orders ({} fw199 + {} TOP), {pages} pages, {registered} of {waybills} waybills registered in {secs:.2} s; one scheduled run, bound by moto{}",
                 fw.len(),

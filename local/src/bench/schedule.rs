@@ -169,11 +169,11 @@ pub fn schedule_section(n: usize, seed: u64, push_ms: Option<(f64, f64)>) -> Vec
         S,
         "push: detection latency p50 / p95",
         match push_ms {
-            Some((p50, p95)) => format!("{:.2} / {:.2}", p50 / 60_000.0, p95 / 60_000.0),
+            Some((p50, p95)) => format!("{p50:.0} / {p95:.0}"),
             None => "n/a".into(),
         },
-        "min",
-        "the provider's own push delay (not simulated) plus ours: push → SMS published, measured below",
+        "ms + the provider's push delay",
+        "our side only: push → SMS published (the push section below); the provider's own delay from scan to push is not simulated",
     ));
     out
 }
