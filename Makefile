@@ -83,12 +83,12 @@ soak: setup ## the soak: SOAK_PARCELS (2000) parcels under injected faults; lost
 # `make bench` settings (see README "Figures"): parcels and simulated hours of the throughput run,
 # starts per function binary, journeys of the schedule figures, orders per platform, pushes timed,
 # criterion's measurement time per benchmark (s); BENCH_ARGS= for more (e.g. --only cpu,schedule).
-BENCH_PARCELS    ?= 100
-BENCH_HOURS      ?= 6
+BENCH_PARCELS    ?= 200
+BENCH_HOURS      ?= 12
 BENCH_COLDSTARTS ?= 5
 BENCH_JOURNEYS   ?= 300
-BENCH_ORDERS     ?= 200
-BENCH_PUSHES     ?= 20
+BENCH_ORDERS     ?= 500
+BENCH_PUSHES     ?= 40
 BENCH_SECONDS    ?= 2
 FUNCTIONS        := scheduler tracker notifier order-sync api
 
