@@ -590,6 +590,27 @@ mod tests {
     }
 
     #[test]
+    fn operations_are_named_by_target_or_action() {
+        use crate::faults::aws::operation;
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-amz-target", "DynamoDB_20120810.PutItem".parse().unwrap());
+        assert_eq!(operation(&h, b"{}"), "dynamodb.PutItem");
+        h.insert(
+            "x-amz-target",
+            "AmazonSQS.SendMessageBatch".parse().unwrap(),
+        );
+        assert_eq!(operation(&h, b"{}"), "sqs.SendMessageBatch");
+        h.insert("x-amz-target", "TrentService.Decrypt".parse().unwrap());
+        assert_eq!(operation(&h, b"{}"), "kms.Decrypt");
+        let none = axum::http::HeaderMap::new();
+        assert_eq!(
+            operation(&none, b"Action=Publish&Version=2010-03-31"),
+            "sns.Publish"
+        );
+        assert_eq!(operation(&none, b"GET /moto-api/data.json"), "other");
+    }
+
+    #[test]
     fn template_memory_reads_globals_and_overrides() {
         let yaml = "Globals:\n  Function:\n    MemorySize: 256\nResources:\n  A:\n    Type: AWS::Serverless::Function\n    Metadata:\n      BuildProperties:\n        Binary: tracker\n  B:\n    Type: AWS::Serverless::Function\n    Metadata:\n      BuildProperties:\n        Binary: api\n    Properties:\n      MemorySize: 512\n";
         let m = template_memory(yaml);
