@@ -84,8 +84,23 @@ SOAK_PARCELS ?= 2000
 soak: setup ## the soak: SOAK_PARCELS (2000) parcels under injected faults; lost = 0, duplicates = 0 or it fails (SOAK_ARGS= for more flags)
 	cargo run --quiet -p parcelwatch-local --bin soak -- --parcels $(SOAK_PARCELS) $(SOAK_ARGS)
 
-bench: setup ## figures: order-sync throughput and push-to-SMS latency on the local stack (release build)
-	cargo run --release --quiet -p parcelwatch-local --bin bench
+# `make bench` settings (see README "Figures"): parcels and simulated hours of the throughput run,
+# starts per function binary, journeys of the schedule figures, orders per platform, pushes timed,
+# criterion's measurement time per benchmark (s); BENCH_ARGS= for more (e.g. --only cpu,schedule).
+BENCH_PARCELS    ?= 200
+BENCH_HOURS      ?= 12
+BENCH_COLDSTARTS ?= 5
+BENCH_JOURNEYS   ?= 300
+BENCH_ORDERS     ?= 500
+BENCH_PUSHES     ?= 40
+BENCH_SECONDS    ?= 2
+FUNCTIONS        := scheduler tracker notifier order-sync api
+
+bench: setup ## the figures: CPU per check, cold starts, throughput, AWS cost per 1M checks, calls and latency; table in bench/results.md
+	cargo build --release $(addprefix -p ,$(FUNCTIONS))
+	cargo bench -p parcelwatch --bench check -- --warm-up-time 1 --measurement-time $(BENCH_SECONDS)
+	cargo run --release --quiet -p parcelwatch-local --bin bench -- --parcels $(BENCH_PARCELS) --hours $(BENCH_HOURS) \
+	  --coldstart-runs $(BENCH_COLDSTARTS) --journeys $(BENCH_JOURNEYS) --orders $(BENCH_ORDERS) --pushes $(BENCH_PUSHES) $(BENCH_ARGS)
 
 # moto routes a request by the service named in the credential scope; it checks no signature.
 MOTO_AUTH = Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/$(1)/aws4_request, SignedHeaders=host, Signature=0

@@ -4,6 +4,8 @@
 pub mod bench;
 pub mod checksim;
 pub mod clock;
+pub mod coldstart;
+pub mod cost;
 pub mod demo;
 pub mod faults;
 pub mod moto;

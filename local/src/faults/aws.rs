@@ -174,6 +174,34 @@ struct ProxyState {
     /// Eligible calls seen so far, per stream: the index of the next draw.
     seq: Mutex<BTreeMap<&'static str, u64>>,
     counts: Mutex<BTreeMap<String, u64>>,
+    /// Sees every answered request (see [`AwsFaultProxy::start_tapped`]).
+    tap: Option<Tap>,
+}
+
+/// Called with every request moto answered: `(operation, request body, HTTP status, answer
+/// body)`, the operation as [`operation`] names it. For metering (`crate::cost`).
+pub type Tap = Arc<dyn Fn(&str, &[u8], u16, &[u8]) + Send + Sync>;
+
+/// `service.Operation` of a request: `dynamodb.PutItem`, `sqs.SendMessageBatch`,
+/// `dynamodbstreams.GetRecords` (from `X-Amz-Target`), `sns.Publish` (awsQuery `Action=`), or
+/// `other`.
+pub fn operation(headers: &HeaderMap, body: &[u8]) -> String {
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        if let Some((service, op)) = target.trim().split_once('.') {
+            let service = match service {
+                "DynamoDB_20120810" => "dynamodb",
+                "DynamoDBStreams_20120810" => "dynamodbstreams",
+                "AmazonSQS" => "sqs",
+                "TrentService" => "kms",
+                other => other,
+            };
+            return format!("{service}.{op}");
+        }
+    }
+    body.split(|b| *b == b'&')
+        .find_map(|pair| pair.strip_prefix(b"Action="))
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .map_or_else(|| "other".to_owned(), |a| format!("sns.{a}"))
 }
 
 impl ProxyState {
@@ -239,6 +267,16 @@ impl std::fmt::Debug for AwsFaultProxy {
 impl AwsFaultProxy {
     /// Listen on a free loopback port and forward to `upstream` (`http://127.0.0.1:PORT`).
     pub async fn start(upstream: &str, plan: AwsFaultPlan) -> Result<AwsFaultProxy, FaultError> {
+        Self::start_tapped(upstream, plan, None).await
+    }
+
+    /// [`AwsFaultProxy::start`], and `tap` sees every request moto answered (with an all-zero
+    /// plan: a request meter in front of moto).
+    pub async fn start_tapped(
+        upstream: &str,
+        plan: AwsFaultPlan,
+        tap: Option<Tap>,
+    ) -> Result<AwsFaultProxy, FaultError> {
         let upstream = upstream.trim().trim_end_matches('/').to_owned();
         let well_formed = upstream
             .strip_prefix("http://")
@@ -263,6 +301,7 @@ impl AwsFaultProxy {
             plan: RwLock::new(plan),
             seq: Mutex::new(BTreeMap::new()),
             counts: Mutex::new(BTreeMap::new()),
+            tap,
         });
         let app = Router::new().fallback(handle).with_state(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -398,6 +437,8 @@ async fn forward(st: &ProxyState, parts: axum::http::request::Parts, body: Bytes
         .map_or("/", |pq| pq.as_str())
         .to_owned();
     let url = format!("{}{}", st.upstream, path);
+    let op = st.tap.as_ref().map(|_| operation(&parts.headers, &body));
+    let tapped = st.tap.as_ref().map(|_| body.clone());
     // `Host` is passed on as the client signed it: moto does not check signatures, and the
     // request stays the one the SDK built.
     let sent = st
@@ -418,6 +459,9 @@ async fn forward(st: &ProxyState, parts: axum::http::request::Parts, body: Bytes
         Err(e) => return upstream_failed(st, &e),
     };
     st.count("forwarded");
+    if let (Some(tap), Some(op), Some(req)) = (&st.tap, &op, &tapped) {
+        tap(op, req, status.as_u16(), &bytes);
+    }
     let mut out = Response::new(Body::from(bytes));
     *out.status_mut() = status;
     *out.headers_mut() = headers;

@@ -1,0 +1,262 @@
+//! CPU per check: what the tracker does with one provider answer once it has it, without I/O.
+//!
+//! A check of a parcel that already holds 19 trace lines receives a 20-line answer (the 20th line
+//! is new, and moves the parcel to OutForDelivery). Per iteration:
+//! 1. parse the body (serde) and normalize it (status mapping, times, line codes) into a
+//!    [`TraceSnapshot`] — `kdniao::decode_response` + `response_to_snapshot`, or
+//!    `kuaidi100::decode_query_response`, as the clients do;
+//! 2. diff it against the shipment with [`apply_check`] (new lines, transition, next check);
+//! 3. build the write the store sends: the new lines' `EVT#` items and the `META` item with its
+//!    version bumped, as DynamoDB attribute maps (`serde_dynamo`, what `DynamoStore::save` does).
+//!
+//! `make bench` runs this with a short measurement time and reads criterion's
+//! `target/criterion/check/<name>/new/estimates.json` into its table (see `local/src/bench`).
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use criterion::{criterion_group, criterion_main, Criterion};
+use parcelwatch::domain::{
+    apply_check, CheckOutcome, Priority, Recipient, Shipment, ShipmentId, TraceSnapshot,
+};
+use parcelwatch::providers::kdniao::{
+    decode_response, format_accept_time, response_to_snapshot, KdniaoResponse, KdniaoTrace,
+};
+use parcelwatch::providers::kuaidi100::decode_query_response;
+use parcelwatch::store::{EventRecord, ShipmentRecord};
+use std::collections::HashMap;
+use std::hint::black_box;
+
+type Item = HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+/// The template's default number of due-index shards.
+const DUE_SHARDS: u32 = 16;
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 2, 0, 0)
+        .single()
+        .expect("a valid fixed time")
+}
+
+/// A YTO parcel from Hangzhou to Beijing, 20 lines as Kdniao's 8001 answers them: (hours after
+/// pick-up, AcceptStation, Location, Action). Actions: 1 picked up, 2 in transit, 201 arrived at
+/// the destination city, 202 out for delivery (Kdniao's 8001 action codes).
+const LINES: [(i64, &str, &str, &str); 20] = [
+    (
+        0,
+        "【杭州市余杭区公司】 已揽收 揽投员：王师傅 电话：0571-8888xxxx",
+        "杭州市",
+        "1",
+    ),
+    (
+        2,
+        "【杭州市余杭区公司】 已发出 下一站 【杭州转运中心】",
+        "杭州市",
+        "2",
+    ),
+    (4, "【杭州转运中心】 已收入", "杭州市", "2"),
+    (
+        5,
+        "【杭州转运中心】 已发出 下一站 【南京转运中心】",
+        "杭州市",
+        "2",
+    ),
+    (11, "【南京转运中心】 已收入", "南京市", "2"),
+    (
+        12,
+        "【南京转运中心】 已发出 下一站 【济南转运中心】",
+        "南京市",
+        "2",
+    ),
+    (19, "【济南转运中心】 已收入", "济南市", "2"),
+    (
+        20,
+        "【济南转运中心】 已发出 下一站 【天津转运中心】",
+        "济南市",
+        "2",
+    ),
+    (24, "【天津转运中心】 已收入", "天津市", "2"),
+    (
+        25,
+        "【天津转运中心】 已发出 下一站 【北京转运中心】",
+        "天津市",
+        "2",
+    ),
+    (28, "【北京转运中心】 已收入", "北京市", "2"),
+    (29, "【北京转运中心】 正在分拣", "北京市", "2"),
+    (
+        30,
+        "【北京转运中心】 已发出 下一站 【北京市朝阳区公司】",
+        "北京市",
+        "2",
+    ),
+    (32, "快件已到达 【北京市】", "北京市", "201"),
+    (33, "【北京市朝阳区公司】 已收入", "北京市", "201"),
+    (34, "【北京市朝阳区公司】 正在分拣", "北京市", "201"),
+    (35, "【北京市朝阳区望京营业部】 已收入", "北京市", "201"),
+    (
+        36,
+        "【北京市朝阳区望京营业部】 快件已进行扫描",
+        "北京市",
+        "201",
+    ),
+    (
+        37,
+        "【北京市朝阳区望京营业部】 已到达派件点，等待派送",
+        "北京市",
+        "201",
+    ),
+    (
+        38,
+        "【北京市朝阳区望京营业部】 派件员：李师傅 电话：138xxxx1234 正在为您派件",
+        "北京市",
+        "202",
+    ),
+];
+
+/// Kdniao 8001 answer with the first `n` lines (oldest first, as Kdniao sends them).
+fn kdniao_body(n: usize) -> String {
+    let lines = &LINES[..n];
+    let traces = lines
+        .iter()
+        .map(|(h, station, city, action)| KdniaoTrace {
+            accept_time: format_accept_time(start() + Duration::hours(*h)),
+            accept_station: (*station).into(),
+            location: Some((*city).into()),
+            action: Some((*action).into()),
+            remark: None,
+        })
+        .collect();
+    let last = lines.last().map_or("2", |l| l.3);
+    let resp = KdniaoResponse {
+        ebusiness_id: Some("1237100".into()),
+        shipper_code: Some("YTO".into()),
+        logistic_code: Some("YT7412345678901".into()),
+        success: true,
+        state: Some("2".into()),
+        state_ex: Some(last.into()),
+        location: lines.last().map(|l| l.2.into()),
+        traces,
+        ..Default::default()
+    };
+    serde_json::to_string(&resp).expect("a KdniaoResponse serializes")
+}
+
+/// Kuaidi100 real-time query answer (`resultv2`) with the first `n` lines, newest first as
+/// Kuaidi100 sends them. statusCode: 1 揽收, 1002 干线, 5 派件 (Kuaidi100's high-level codes).
+fn kuaidi100_body(n: usize) -> String {
+    let data: Vec<serde_json::Value> = LINES[..n]
+        .iter()
+        .rev()
+        .map(|(h, station, city, action)| {
+            let t = format_accept_time(start() + Duration::hours(*h));
+            let (status, code) = match *action {
+                "1" => ("揽收", "1"),
+                "202" => ("派件", "5"),
+                _ => ("在途", "1002"),
+            };
+            serde_json::json!({
+                "time": t, "ftime": t, "context": station, "location": city,
+                "areaName": city, "status": status, "statusCode": code,
+            })
+        })
+        .collect();
+    let state = if n == LINES.len() { "5" } else { "0" };
+    serde_json::json!({
+        "message": "ok", "nu": "YT7412345678901", "ischeck": "0", "com": "yuantong",
+        "status": "200", "state": state, "condition": "F00", "data": data,
+    })
+    .to_string()
+}
+
+/// The shipment as stored after a check that saw the first 19 lines.
+fn holding_19(snapshot_19: &TraceSnapshot) -> Shipment {
+    let registered = Shipment::register(
+        ShipmentId::parse("YTO", "YT7412345678901").expect("a valid waybill"),
+        Priority::Normal,
+        "kdniao",
+        Recipient::default(),
+        Some("TB-4242".into()),
+        start() - Duration::hours(6),
+    );
+    let mut s = apply_check(&registered, snapshot_19, start() + Duration::hours(37)).updated;
+    s.version = 17;
+    s
+}
+
+/// Step 3: the items `DynamoStore::save` writes (BatchWriteItem of the new lines, then the
+/// conditional PutItem of `META` at version + 1).
+fn write_items(outcome: &CheckOutcome) -> (Vec<Item>, Item) {
+    let s = &outcome.updated;
+    let events = outcome
+        .new_events
+        .iter()
+        .map(|(k, e)| {
+            serde_dynamo::to_item(EventRecord::new(&s.id, k, e, &s.provider))
+                .expect("an event item encodes")
+        })
+        .collect();
+    let mut next = s.clone();
+    next.version += 1;
+    let meta = serde_dynamo::to_item(ShipmentRecord::from_shipment(&next, DUE_SHARDS))
+        .expect("a shipment item encodes");
+    (events, meta)
+}
+
+fn kdniao_parse(body: &str, now: DateTime<Utc>) -> TraceSnapshot {
+    let resp = decode_response(body).expect("the 20-line answer decodes");
+    response_to_snapshot(&resp, now).expect("a successful answer")
+}
+
+fn checks(c: &mut Criterion) {
+    let now = start() + Duration::hours(38) + Duration::minutes(20);
+    let kd_19 = kdniao_parse(&kdniao_body(19), now);
+    let kd_20 = kdniao_body(20);
+    let k100_20 = kuaidi100_body(20);
+    let current = holding_19(&kd_19);
+
+    // The figures are only meaningful if the check does what it claims: one new line, one
+    // transition to OutForDelivery, two items to write.
+    let outcome = apply_check(&current, &kdniao_parse(&kd_20, now), now);
+    assert_eq!(outcome.new_events.len(), 1, "exactly the 20th line is new");
+    assert_eq!(
+        outcome.transition.as_ref().map(|t| t.to),
+        Some(parcelwatch::domain::Status::OutForDelivery)
+    );
+    let k100 = decode_query_response(&k100_20).expect("the Kuaidi100 answer decodes");
+    assert_eq!(k100.events.len(), 20);
+    assert_eq!(
+        apply_check(&current, &k100, now).new_events.len(),
+        1,
+        "Kuaidi100's reading of the same trace adds the same one line"
+    );
+
+    let mut g = c.benchmark_group("check");
+    g.bench_function("kdniao_20_lines", |b| {
+        b.iter(|| {
+            let snap = kdniao_parse(black_box(&kd_20), now);
+            let outcome = apply_check(black_box(&current), &snap, now);
+            black_box(write_items(&outcome))
+        })
+    });
+    g.bench_function("kuaidi100_20_lines", |b| {
+        b.iter(|| {
+            let snap = decode_query_response(black_box(&k100_20)).expect("decodes");
+            let outcome = apply_check(black_box(&current), &snap, now);
+            black_box(write_items(&outcome))
+        })
+    });
+    // The three steps of the Kdniao check alone, to show where the time goes.
+    g.bench_function("kdniao_parse_normalize", |b| {
+        b.iter(|| black_box(kdniao_parse(black_box(&kd_20), now)))
+    });
+    let snap = kdniao_parse(&kd_20, now);
+    g.bench_function("apply_check", |b| {
+        b.iter(|| black_box(apply_check(black_box(&current), black_box(&snap), now)))
+    });
+    g.bench_function("write_items", |b| {
+        b.iter(|| black_box(write_items(black_box(&outcome))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, checks);
+criterion_main!(benches);
