@@ -27,7 +27,9 @@ build: ## debug build of every crate
 	cargo build --workspace --all-targets
 
 test: setup template ## every test: unit, handler, sandbox, local-stack integration; cfn-lint; a 10 s fuzz per parser
-	cargo test --workspace --all-targets -- --test-threads=4
+	cargo test --workspace --lib --bins --tests --examples -- --test-threads=4
+	# The criterion bench once, in its test mode (it takes none of libtest's flags).
+	cargo test -p parcelwatch --benches
 	$(MAKE) fuzz-ci
 
 unit: ## the fast tests only (no moto)
