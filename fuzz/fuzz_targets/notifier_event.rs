@@ -28,6 +28,8 @@ fuzz_target!(|data: &[u8]| {
             sms_sender_id: None,
             max_attempts: 2,
             base_backoff: Duration::from_millis(1),
+            // On: the apology path is fuzzed too.
+            stall_apology: true,
         },
         vault: parcelwatch::crypto::Vault::ephemeral(),
     };

@@ -3,8 +3,9 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
-use parcelwatch::domain::SchedulePolicy;
+use parcelwatch::domain::schedule::plan;
 use parcelwatch::domain::{next_check_at, safety_net_check, ShipmentId, StageHistory};
+use parcelwatch::domain::{NextCheck, SchedulePolicy, Status};
 use parcelwatch::providers::failover::{shop_of, NONE_ASKED};
 use parcelwatch::providers::push::{Subscribed, Subscriber};
 use parcelwatch::providers::{ProviderError, RouteContext, TraceProvider, TraceQuery};
@@ -260,8 +261,18 @@ where
             let mut rejected = shipment.clone();
             rejected.checked_at = Some(now);
             rejected.last_error = Some(format!("{provider}: {reason}"));
-            rejected.next_check_at = next_check_at(shipment.status, shipment.priority, now)
-                .map(|t| t.max(now + chrono::Duration::hours(REJECTED_RECHECK_HOURS)));
+            let schedule = plan(&shipment.schedule_input(&SchedulePolicy::default(), now));
+            if schedule == NextCheck::Expire {
+                // Rejected for longer than a parcel may go without news (the schedule's expiry
+                // windows): stop asking. The stream carries `→Expired` to the merchant.
+                rejected.status = Status::Expired;
+                rejected.sub_status = None;
+                rejected.status_changed_at = now;
+                rejected.next_check_at = None;
+            } else {
+                rejected.next_check_at = next_check_at(shipment.status, shipment.priority, now)
+                    .map(|t| t.max(now + chrono::Duration::hours(REJECTED_RECHECK_HOURS)));
+            }
             match t.store.save(&rejected, &[]).await {
                 Ok(_) | Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -540,6 +551,34 @@ mod tests {
             .unwrap();
         assert_eq!(sf.last_error.as_deref(), Some("kdniao: 运单号不存在"));
         assert_eq!(sf.next_check_at, Some(now() + chrono::Duration::hours(6)));
+    }
+
+    #[tokio::test]
+    async fn a_waybill_rejected_past_the_expiry_window_expires() {
+        let t = tracker();
+        let id = ShipmentId::parse("SF", "SF1000000000002").unwrap();
+        let mut s = t.store.shipment(&id).unwrap();
+        // Registered 8 days ago and never had a line: past the 7-day no-info window.
+        s.created_at = now() - chrono::Duration::days(8);
+        s.last_event = None;
+        t.store.insert(s);
+        t.provider.answers.lock().unwrap().insert(
+            "SF1000000000002".into(),
+            Err((false, "运单号不存在".into())),
+        );
+        let resp = handle_batch(
+            &t,
+            event(include_str!("../../../events/tracker/batch.json")),
+            now(),
+        )
+        .await;
+        assert!(resp.batch_item_failures.is_empty());
+        let sf = t.store.shipment(&id).unwrap();
+        assert_eq!(sf.status, Status::Expired);
+        assert_eq!(sf.next_check_at, None);
+        assert_eq!(sf.last_error.as_deref(), Some("kdniao: 运单号不存在"));
+        // Still dead-lettered with its reason, like any rejection.
+        assert_eq!(t.dead_letters.0.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
