@@ -5,7 +5,7 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 use parcelwatch::domain::stats::AggregateUpdate;
 use parcelwatch::domain::Shipment;
 use parcelwatch::store::analytics::{AnalyticsStore, Counted};
-use parcelwatch::store::{ShipmentRecord, StoreError};
+use parcelwatch::store::StoreError;
 use tracing::Instrument;
 
 pub struct Analytics<A> {
@@ -44,25 +44,13 @@ pub async fn handle_batch<A: AnalyticsStore>(
 }
 
 fn decode(image: &serde_dynamo::Item) -> Result<Option<Shipment>, RecordError> {
-    if image.is_empty() {
-        return Ok(None);
-    }
-    let rec: ShipmentRecord =
-        serde_dynamo::from_item(image.clone()).map_err(|e| RecordError::BadImage(e.to_string()))?;
-    rec.into_shipment()
-        .map(Some)
-        .map_err(|e| RecordError::BadImage(e.to_string()))
+    parcelwatch::store::record::shipment_in_image(image).map_err(RecordError::BadImage)
 }
 
 /// A shipment head (`pk = SHIP#…`, `sk = META`); the filter passes only these, but a mapping
 /// without it must not count orders or trace lines.
 fn is_meta(record: &EventRecord) -> bool {
-    let key = |k: &str| match record.change.keys.get(k) {
-        Some(serde_dynamo::AttributeValue::S(s)) => Some(s.as_str()),
-        _ => None,
-    };
-    key("sk") == Some(parcelwatch::store::record::META)
-        && key("pk").is_some_and(|pk| pk.starts_with("SHIP#"))
+    parcelwatch::store::record::is_shipment_head(&record.change.keys)
 }
 
 async fn handle_record<A: AnalyticsStore>(

@@ -10,7 +10,7 @@ use parcelwatch::domain::templates::{render, render_apology};
 use parcelwatch::domain::{fmt_time, Shipment, Status, Transition};
 use parcelwatch::notify::{PublishError, Publisher};
 use parcelwatch::resilience::{retry, RetryPolicy};
-use parcelwatch::store::{note_sk, Claim, Ledger, ShipmentRecord, StoreError};
+use parcelwatch::store::{note_sk, Claim, Ledger, StoreError};
 use serde::Serialize;
 use std::time::Duration;
 use tracing::Instrument;
@@ -120,25 +120,13 @@ pub async fn handle_batch<L: Ledger, P: Publisher>(
 }
 
 fn decode(image: &serde_dynamo::Item) -> Result<Option<Shipment>, RecordError> {
-    if image.is_empty() {
-        return Ok(None);
-    }
-    let rec: ShipmentRecord =
-        serde_dynamo::from_item(image.clone()).map_err(|e| RecordError::BadImage(e.to_string()))?;
-    rec.into_shipment()
-        .map(Some)
-        .map_err(|e| RecordError::BadImage(e.to_string()))
+    parcelwatch::store::record::shipment_in_image(image).map_err(RecordError::BadImage)
 }
 
 /// A shipment head (`pk = SHIP#…`, `sk = META`). Order heads and sync watermarks share
 /// `sk = META` in the same table and are not the notifier's business.
 fn is_meta(record: &EventRecord) -> bool {
-    let key = |k: &str| match record.change.keys.get(k) {
-        Some(serde_dynamo::AttributeValue::S(s)) => Some(s.as_str()),
-        _ => None,
-    };
-    key("sk") == Some(parcelwatch::store::record::META)
-        && key("pk").is_some_and(|pk| pk.starts_with("SHIP#"))
+    parcelwatch::store::record::is_shipment_head(&record.change.keys)
 }
 
 async fn handle_record<L: Ledger, P: Publisher>(

@@ -10,6 +10,26 @@ use serde::{Deserialize, Serialize};
 
 pub const META: &str = "META";
 
+/// The shipment in a stream image (`Ok(None)`: no image, as the old image of an insert). For
+/// the stream consumers (notifier, analytics); the error says what did not decode.
+pub fn shipment_in_image(image: &serde_dynamo::Item) -> Result<Option<Shipment>, String> {
+    if image.is_empty() {
+        return Ok(None);
+    }
+    let rec: ShipmentRecord = serde_dynamo::from_item(image.clone()).map_err(|e| e.to_string())?;
+    rec.into_shipment().map(Some).map_err(|e| e.to_string())
+}
+
+/// Whether a stream record's keys name a shipment head (`pk = SHIP#…`, `sk = META`). Order heads
+/// and sync watermarks share `sk = META` in the same table.
+pub fn is_shipment_head(keys: &serde_dynamo::Item) -> bool {
+    let key = |k: &str| match keys.get(k) {
+        Some(serde_dynamo::AttributeValue::S(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    key("sk") == Some(META) && key("pk").is_some_and(|pk| pk.starts_with("SHIP#"))
+}
+
 /// The `META` item of a shipment partition, attribute for attribute.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShipmentRecord {
