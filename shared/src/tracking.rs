@@ -87,6 +87,7 @@ pub async fn apply_snapshot_with<S: ShipmentStore>(
     policy: &SchedulePolicy,
     history: &(dyn StageHistory + Sync),
 ) -> Result<Applied, ApplyError> {
+    let policy = policy.with_history(history, id.carrier.as_str());
     for attempt in 0..CONFLICT_ATTEMPTS {
         let Some(shipment) = store.get(id).await? else {
             return Ok(Applied::NotRegistered);
@@ -94,7 +95,7 @@ pub async fn apply_snapshot_with<S: ShipmentStore>(
         if shipment.status.is_terminal() {
             return Ok(Applied::AlreadyFinal);
         }
-        let mut outcome = apply_check_with(&shipment, snapshot, now, policy);
+        let mut outcome = apply_check_with(&shipment, snapshot, now, &policy);
         let facts = stall::Facts::from_snapshot(snapshot);
         stall::settle(&shipment, &mut outcome, &facts, history, now);
         match source {
@@ -298,6 +299,61 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.shipment(&id).unwrap().status, Status::Expired);
+    }
+
+    /// The tracker's history teaches the carrier's cadence: with 120 past rounds of 90 min to
+    /// 5 h, a parcel scanned out for delivery 10 minutes ago is not checked every 2 minutes
+    /// until its quiet start ends, but at the stage cap (high tier: 60 min).
+    #[tokio::test]
+    async fn the_history_sets_the_cadence_of_the_next_check() {
+        use crate::domain::stall::LearnedHistory;
+        let mut history = LearnedHistory::new();
+        for i in 0..120 {
+            let t0 = now() - chrono::Duration::days(10);
+            let gap = chrono::Duration::minutes(90 + 210 * i / 119);
+            history.learn(
+                "YTO",
+                None,
+                None,
+                &[(t0, Status::OutForDelivery), (t0 + gap, Status::Delivered)],
+            );
+        }
+        let mut snap = snapshot(Status::OutForDelivery, "202", 0);
+        snap.events.push(TraceEvent {
+            time: now() - chrono::Duration::minutes(10),
+            description: "派件中".into(),
+            location: None,
+            status: Some(Status::OutForDelivery),
+            raw_code: Some("202".into()),
+        });
+        let poll = Source::Poll { provider: "kdniao" };
+        let mut wants = Vec::new();
+        for learned in [false, true] {
+            let (store, id) = store_with(false);
+            let mut s = store.shipment(&id).unwrap();
+            s.priority = Priority::High;
+            store.insert(s);
+            let history: &(dyn StageHistory + Sync) = if learned { &history } else { &NoHistory };
+            apply_snapshot_with(
+                &store,
+                &id,
+                &snap,
+                poll,
+                now(),
+                &SchedulePolicy::default(),
+                history,
+            )
+            .await
+            .unwrap();
+            wants.push(store.shipment(&id).unwrap().next_check_at);
+        }
+        assert_eq!(
+            wants,
+            [
+                Some(now() + chrono::Duration::minutes(2)),
+                Some(now() + chrono::Duration::minutes(60))
+            ]
+        );
     }
 
     #[tokio::test]

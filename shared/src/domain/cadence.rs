@@ -6,52 +6,121 @@
 //! families of the Chinese express market, in line with the stage lengths the sandbox's journey
 //! simulator draws (picked up 2–6 h before the first transit scan, a transit scan every 2–8 h,
 //! 2–10 h from the destination city to the courier, 1.5–5 h out for delivery, return legs over
-//! days). A figure learned from the parcels' own histories (the typical gap between lines of one
-//! carrier at one stage) replaces a default through [`Cadence`] / [`LearnedCadence`]; nothing is
-//! learned yet, the input exists so the learned figures can be fed in without touching the
-//! schedule.
+//! days). Figures learned from the carrier's own delivered parcels replace them through
+//! [`Cadence::from_history`]: the median quiet gap (the typical gap) and, with more samples, its
+//! 2nd percentile (the quiet start: how soon after a line the next one practically never comes).
+//! The tracker learns them from the stream-driven stage aggregates the analytics function keeps.
 
+use super::stall::StageHistory;
 use super::status::Status;
 use chrono::Duration;
 use std::collections::BTreeMap;
 
-/// A learned cadence for one carrier at one stage. `typical_gap: None` (the default): use the
-/// default table.
+/// The typical gap is learned from this many quiet gaps of a carrier at a stage (as the stall
+/// thresholds are: `stall::MIN_SAMPLES`).
+pub const TYPICAL_GAP_MIN_SAMPLES: u64 = 30;
+/// The quiet start is a low quantile of the quiet gaps...
+pub const QUIET_START_QUANTILE: f64 = 0.02;
+/// ...and needs this many samples: with fewer, the 2nd percentile is one or two odd parcels.
+pub const QUIET_START_MIN_SAMPLES: u64 = 100;
+
+/// A carrier's cadence at one stage. `Cadence::DEFAULT`: nothing learned, the default table
+/// applies and the schedule assumes the next line can come at any moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cadence {
-    /// The usual time between two trace lines at this stage (e.g. the median gap observed).
+    /// The usual time between two trace lines at this stage (the median gap observed).
     pub typical_gap: Option<Duration>,
+    /// The time after a line during which the carrier practically never writes the next one at
+    /// this stage (the 2nd percentile of the gaps): a courier who has just scanned a parcel out
+    /// for delivery does not ring the bell a minute later. The schedule does not spend the tier
+    /// interval on that window ([`super::schedule::adaptive_interval`]).
+    pub quiet_start: Option<Duration>,
 }
 
 impl Cadence {
     /// No learned figure: the default table applies.
-    pub const DEFAULT: Cadence = Cadence { typical_gap: None };
+    pub const DEFAULT: Cadence = Cadence {
+        typical_gap: None,
+        quiet_start: None,
+    };
 
+    /// A learned typical gap alone.
     pub fn learned(typical_gap: Duration) -> Cadence {
         Cadence {
             typical_gap: Some(typical_gap),
+            quiet_start: None,
         }
+    }
+
+    pub fn with_quiet_start(self, quiet_start: Duration) -> Cadence {
+        Cadence {
+            quiet_start: Some(quiet_start),
+            ..self
+        }
+    }
+
+    /// What `history` holds for `carrier` at `stage`: the median quiet gap once
+    /// [`TYPICAL_GAP_MIN_SAMPLES`] gaps stand behind it, the [`QUIET_START_QUANTILE`] once
+    /// [`QUIET_START_MIN_SAMPLES`] do; each figure `None` (the defaults) below that, or when not
+    /// positive.
+    pub fn from_history(history: &dyn StageHistory, carrier: &str, stage: Status) -> Cadence {
+        let learned = |q: f64, min: u64| {
+            history
+                .quiet_gap_quantile(carrier, stage, q)
+                .filter(|(d, n)| *n >= min && *d > Duration::zero())
+                .map(|(d, _)| d)
+        };
+        Cadence {
+            typical_gap: learned(0.5, TYPICAL_GAP_MIN_SAMPLES),
+            quiet_start: learned(QUIET_START_QUANTILE, QUIET_START_MIN_SAMPLES),
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == Cadence::DEFAULT
     }
 }
 
 /// Learned cadences by carrier code and stage. Empty by default: every lookup falls back on the
 /// default table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LearnedCadence(BTreeMap<(String, Status), Duration>);
+pub struct LearnedCadence(BTreeMap<(String, Status), Cadence>);
+
+fn key(carrier: &str, stage: Status) -> (String, Status) {
+    (carrier.trim().to_ascii_uppercase(), stage)
+}
 
 impl LearnedCadence {
     /// Record the typical gap of `carrier` at `stage` (carrier codes compare case-insensitively).
     pub fn set(&mut self, carrier: &str, stage: Status, typical_gap: Duration) {
-        self.0
-            .insert((carrier.trim().to_ascii_uppercase(), stage), typical_gap);
+        self.set_cadence(carrier, stage, Cadence::learned(typical_gap));
+    }
+
+    /// Record the whole cadence of `carrier` at `stage`.
+    pub fn set_cadence(&mut self, carrier: &str, stage: Status, cadence: Cadence) {
+        self.0.insert(key(carrier, stage), cadence);
     }
 
     pub fn get(&self, carrier: &str, stage: Status) -> Cadence {
-        Cadence {
-            typical_gap: self
-                .0
-                .get(&(carrier.trim().to_ascii_uppercase(), stage))
-                .copied(),
+        self.0
+            .get(&key(carrier, stage))
+            .copied()
+            .unwrap_or(Cadence::DEFAULT)
+    }
+
+    /// Fill in what `history` has learned for `carrier` ([`Cadence::from_history`]) at every
+    /// stage this table does not already set: explicit figures win over learned ones. The
+    /// history is asked under the canonical (upper-case) code, as the aggregates store it.
+    pub fn learn_from(&mut self, history: &dyn StageHistory, carrier: &str) {
+        for stage in Status::ALL.into_iter().filter(|s| !s.is_terminal()) {
+            let k = key(carrier, stage);
+            if self.0.contains_key(&k) {
+                continue;
+            }
+            let c = Cadence::from_history(history, &k.0, stage);
+            if !c.is_default() {
+                self.0.insert(k, c);
+            }
         }
     }
 }
@@ -224,5 +293,81 @@ mod tests {
         );
         assert_eq!(l.get("ZTO", Status::PickedUp), Cadence::DEFAULT);
         assert_eq!(l.get("YTO", Status::InTransit), Cadence::DEFAULT);
+    }
+
+    /// `n` quiet gaps of `carrier` at `stage`, spread evenly from `lo` to `hi` minutes.
+    fn history(
+        carrier: &str,
+        stage: Status,
+        n: i64,
+        lo: i64,
+        hi: i64,
+    ) -> super::super::stall::LearnedHistory {
+        let mut h = super::super::stall::LearnedHistory::new();
+        let t0 = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        for i in 0..n {
+            let gap = Duration::minutes(lo + (hi - lo) * i / (n - 1).max(1));
+            h.learn(
+                carrier,
+                None,
+                None,
+                &[(t0, stage), (t0 + gap, Status::Delivered)],
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn the_history_teaches_the_typical_gap_and_the_quiet_start_once_it_has_enough_samples() {
+        let m = Duration::minutes;
+        // 29 gaps: too few for anything.
+        let thin = history("ZTO", Status::OutForDelivery, 29, 90, 300);
+        assert_eq!(
+            Cadence::from_history(&thin, "ZTO", Status::OutForDelivery),
+            Cadence::DEFAULT
+        );
+        // 30 to 99: the median only.
+        let some = history("ZTO", Status::OutForDelivery, 31, 90, 300);
+        assert_eq!(
+            Cadence::from_history(&some, "ZTO", Status::OutForDelivery),
+            Cadence::learned(m(195))
+        );
+        // 100 and more: the quiet start too (nearest rank: the 3rd of 101 gaps 90, 92, 94, … 300 min).
+        let many = history("ZTO", Status::OutForDelivery, 101, 90, 300);
+        let c = Cadence::from_history(&many, "ZTO", Status::OutForDelivery);
+        assert_eq!(c, Cadence::learned(m(195)).with_quiet_start(m(94)));
+        // Another carrier or stage learns nothing from it.
+        assert_eq!(
+            Cadence::from_history(&many, "YTO", Status::OutForDelivery),
+            Cadence::DEFAULT
+        );
+        assert_eq!(
+            Cadence::from_history(&many, "ZTO", Status::InTransit),
+            Cadence::DEFAULT
+        );
+    }
+
+    #[test]
+    fn explicit_figures_win_over_learned_ones() {
+        let h = history("ZTO", Status::OutForDelivery, 101, 90, 300);
+        let mut l = LearnedCadence::default();
+        l.set("ZTO", Status::InTransit, Duration::hours(5));
+        l.set("zto", Status::OutForDelivery, Duration::hours(1));
+        l.learn_from(&h, "ZTO");
+        assert_eq!(
+            l.get("ZTO", Status::OutForDelivery),
+            Cadence::learned(Duration::hours(1))
+        );
+        assert_eq!(
+            l.get("ZTO", Status::InTransit),
+            Cadence::learned(Duration::hours(5))
+        );
+        let mut fresh = LearnedCadence::default();
+        fresh.learn_from(&h, "zto");
+        assert!(fresh
+            .get("ZTO", Status::OutForDelivery)
+            .quiet_start
+            .is_some());
+        assert_eq!(fresh.get("ZTO", Status::PickedUp), Cadence::DEFAULT);
     }
 }

@@ -7,10 +7,14 @@
 //!   a week after registration, becomes Expired ([`Expiry`]).
 //! - **subscribed** to pushes: one safety-net poll [`SAFETY_NET`] after the last news.
 //! - **near delivery**: out for delivery, the tier interval (normal 10 min, high 2 min) for the
-//!   courier's round ([`ROUND`]); a failed attempt starts there and backs off.
+//!   courier's round ([`ROUND`]); a failed attempt starts there and backs off. Where the
+//!   carrier's history has taught a quiet start (the 2nd percentile of the time from the 派件
+//!   scan to the next line), the round's start is checked at the stage cap instead.
 //! - **earlier stages**: about two checks per usual gap between the carrier's lines
-//!   (`cadence`, learned figures override the defaults; high tier eight), at least 30 min
-//!   (high 15).
+//!   (`cadence`: learned figures override the defaults), at least 30 min. The high tier is kept
+//!   fresher in the buyer's city only (three checks per gap, at least 20 min, caps at three
+//!   quarters): before it, nothing the buyer waits on can happen, and it is where the calls of a
+//!   fresher tier would go for nothing (`local/src/checksim.rs` measures the trade).
 //! - **back-off**: the interval grows with the time without news (a quarter of it) up to a
 //!   per-stage cap kept below the shortest stage that can follow; any news resets it. Stalled
 //!   parcels (two days without news) spread out to 12 h.
@@ -220,7 +224,8 @@ fn near_delivery(status: Status) -> bool {
 /// stage that can follow, so that no buyer-facing stage is stepped over unseen (the journey
 /// simulator's shortest stages, see `local/src/sandbox/journey.rs`: picked up ≥ 2 h, destination
 /// city ≥ 2 h before the courier, out for delivery ≥ 1.5 h, a 412 "locker overdue" ≥ 2 h before
-/// collection, a 403 verdict ≥ 4 h). High tier: half of it. Minutes, normal tier.
+/// collection, a 403 verdict ≥ 4 h). High tier in the buyer's city: three quarters of it.
+/// Minutes, normal tier.
 fn stage_cap_minutes(status: Status) -> i64 {
     match status {
         // Next: picked up (≥ 2 h).
@@ -242,16 +247,28 @@ fn stage_cap_minutes(status: Status) -> i64 {
 
 fn stage_cap(status: Status, priority: Priority) -> Duration {
     let m = stage_cap_minutes(status);
-    Duration::minutes(match priority {
-        Priority::High => m / 2,
-        Priority::Normal => m,
+    Duration::minutes(match (priority, in_destination(status)) {
+        (Priority::High, true) => m * 3 / 4,
+        _ => m,
     })
 }
 
+/// The stages at which the parcel is in the buyer's city: where the high tier is kept fresher.
+fn in_destination(status: Status) -> bool {
+    matches!(
+        status,
+        Status::ArrivedAtDestinationCity
+            | Status::OutForDelivery
+            | Status::AvailableForPickup
+            | Status::DeliveryFailed
+            | Status::Exception
+    )
+}
+
 /// The interval at a stage just reached: about two checks per usual gap between the carrier's
-/// lines (high tier: eight), no shorter than the tier floor (near delivery: the tier interval;
-/// earlier: 15 min high, 30 min normal), no longer than the stage cap. Near delivery it is the
-/// tier interval itself: there the buyer's wait, not the carrier's rhythm, sets the pace.
+/// lines (high tier in the buyer's city: three), no shorter than the floor (30 min; high tier
+/// in the buyer's city 20), no longer than the stage cap. Near delivery it is the tier interval
+/// itself: there the buyer's wait, not the carrier's rhythm, sets the pace.
 fn base_interval(
     status: Status,
     priority: Priority,
@@ -263,9 +280,9 @@ fn base_interval(
     if near_delivery(status) {
         return Some(tier);
     }
-    let (divisor, floor) = match priority {
-        Priority::High => (8, Duration::minutes(15)),
-        Priority::Normal => (2, Duration::minutes(30)),
+    let (divisor, floor) = match (priority, in_destination(status)) {
+        (Priority::High, true) => (3, earlier_floor(priority)),
+        _ => (2, earlier_floor(Priority::Normal)),
     };
     let cap = stage_cap(status, priority);
     Some((gap / divisor).max(floor).min(cap))
@@ -294,13 +311,40 @@ pub fn adaptive_interval(input: &ScheduleInput) -> Option<Duration> {
     let idle = idle(input);
     let cap = stage_cap(input.status, input.priority).max(base);
     if input.status == Status::OutForDelivery && input.now - input.status_since < ROUND {
-        return Some(input.priority.tier_interval());
+        return Some(within_round(input));
     }
     Some(if idle >= STALLED_AFTER {
         (idle / 8).max(cap).min(STALLED_CAP)
     } else {
         (idle / 4).max(base).min(cap)
     })
+}
+
+/// Out for delivery, within the courier's round: the tier interval, except in the quiet start
+/// the carrier's history has taught (`Cadence::quiet_start`: after a line, the time within
+/// which the next practically never comes, learned as the 2nd percentile). There the parcel is
+/// checked at the stage cap (normal 80 min, high 60 min) and once more as the quiet start ends;
+/// from then on at the tier interval. Without a learned quiet start: the tier interval from the
+/// first minute.
+fn within_round(input: &ScheduleInput) -> Duration {
+    let tier = input.priority.tier_interval();
+    let quiet_until = match (input.cadence.quiet_start, input.last_line_at) {
+        (Some(q), Some(line)) => line.min(input.now) + q,
+        _ => return tier,
+    };
+    let left = quiet_until - input.now;
+    if left <= tier {
+        return tier;
+    }
+    left.min(stage_cap(Status::OutForDelivery, input.priority))
+}
+
+/// The shortest interval of a stage that is not near delivery (high tier: in the buyer's city).
+fn earlier_floor(priority: Priority) -> Duration {
+    match priority {
+        Priority::High => Duration::minutes(20),
+        Priority::Normal => Duration::minutes(30),
+    }
 }
 
 /// Whether a check of this parcel that falls at night waits for the morning rounds: a parcel in
@@ -403,16 +447,17 @@ mod plan_tests {
     #[test]
     fn a_parcel_not_yet_picked_up_backs_off_gradually() {
         // Labels are often printed hours before the courier comes: every 30 minutes at first,
-        // a quarter of the wait after that, at most every 90 minutes (high: 15, at most 45).
+        // a quarter of the wait after that, at most every 90 minutes. The high tier is kept
+        // fresher only in the buyer's city: here it is checked like the normal one.
         let since = utc(0, 0);
         let table = [
             (Status::Pending, Priority::Normal, utc(1, 0), utc(1, 30)),
             (Status::Pending, Priority::Normal, utc(3, 0), utc(3, 45)),
             (Status::Pending, Priority::Normal, utc(6, 0), utc(7, 30)),
             (Status::Pending, Priority::Normal, utc(10, 0), utc(11, 30)),
-            (Status::InfoReceived, Priority::High, utc(0, 30), utc(0, 45)),
+            (Status::InfoReceived, Priority::High, utc(0, 30), utc(1, 0)),
             (Status::InfoReceived, Priority::High, utc(3, 0), utc(3, 45)),
-            (Status::InfoReceived, Priority::High, utc(9, 0), utc(9, 45)),
+            (Status::InfoReceived, Priority::High, utc(9, 0), utc(10, 30)),
         ];
         for (status, priority, now, want) in table {
             assert_eq!(
@@ -459,17 +504,20 @@ mod tests {
         use Status::*;
         let table: [(Status, Option<i64>, Option<i64>); 13] = [
             // (status, high, normal)
-            (Pending, Some(15), Some(30)),
-            (InfoReceived, Some(15), Some(30)),
-            (PickedUp, Some(15), Some(60)),
-            (InTransit, Some(30), Some(120)),
-            (ArrivedAtDestinationCity, Some(15), Some(60)),
+            // Before the buyer's city both tiers are checked alike...
+            (Pending, Some(30), Some(30)),
+            (InfoReceived, Some(30), Some(30)),
+            (PickedUp, Some(60), Some(60)),
+            (InTransit, Some(120), Some(120)),
+            // ...in it the high tier three times per usual gap (at least 20 min), near
+            // delivery at the tier interval.
+            (ArrivedAtDestinationCity, Some(40), Some(60)),
             (OutForDelivery, Some(2), Some(10)),
-            (AvailableForPickup, Some(15), Some(60)),
+            (AvailableForPickup, Some(40), Some(60)),
             (Delivered, None, None),
             (DeliveryFailed, Some(2), Some(10)),
-            (Exception, Some(15), Some(60)),
-            (Returning, Some(60), Some(240)),
+            (Exception, Some(40), Some(60)),
+            (Returning, Some(240), Some(240)),
             (Returned, None, None),
             (Expired, None, None),
         ];
@@ -612,19 +660,19 @@ mod adaptive_tests {
             (PickedUp, Normal, h(6), m(90)),
             (PickedUp, Normal, h(8), m(120)),
             (PickedUp, Normal, h(20), m(120)),
-            (PickedUp, High, m(0), m(15)),
-            (PickedUp, High, h(2), m(30)),
-            (PickedUp, High, h(5), m(60)),
+            // Before the buyer's city the high tier is checked like the normal one.
+            (PickedUp, High, m(0), m(60)),
+            (PickedUp, High, h(6), m(90)),
             (InTransit, Normal, m(0), m(120)),
             (InTransit, Normal, h(47), m(120)),
-            (InTransit, High, m(0), m(30)),
-            (InTransit, High, h(3), m(45)),
-            (InTransit, High, h(10), m(60)),
+            (InTransit, High, m(0), m(120)),
             (ArrivedAtDestinationCity, Normal, m(0), m(60)),
             (ArrivedAtDestinationCity, Normal, h(5), m(75)),
             (ArrivedAtDestinationCity, Normal, h(10), m(80)),
-            (ArrivedAtDestinationCity, High, m(0), m(15)),
-            (ArrivedAtDestinationCity, High, h(3), m(40)),
+            // In it, a third of the usual gap, capped at three quarters of the normal cap.
+            (ArrivedAtDestinationCity, High, m(0), m(40)),
+            (ArrivedAtDestinationCity, High, h(3), m(45)),
+            (ArrivedAtDestinationCity, High, h(10), m(60)),
             (AvailableForPickup, Normal, h(1), m(60)),
             (AvailableForPickup, Normal, h(10), m(90)),
             (Exception, Normal, m(0), m(60)),
@@ -632,14 +680,14 @@ mod adaptive_tests {
             (Returning, Normal, m(0), m(240)),
             (Returning, Normal, h(24), h(6)),
             (Returning, Normal, h(40), m(480)),
-            (Returning, High, m(0), m(60)),
+            (Returning, High, m(0), m(240)),
             // A failed attempt starts at the tier interval and backs off to the stage cap.
             (DeliveryFailed, Normal, m(0), m(10)),
             (DeliveryFailed, Normal, h(2), m(30)),
             (DeliveryFailed, Normal, h(6), m(80)),
             (DeliveryFailed, High, m(0), m(2)),
             (DeliveryFailed, High, h(1), m(15)),
-            (DeliveryFailed, High, h(4), m(40)),
+            (DeliveryFailed, High, h(4), m(60)),
             // Stalled: an eighth of the idle time, from the stage cap up to the safety net.
             (InTransit, Normal, h(48), h(6)),
             (InTransit, Normal, h(72), h(9)),
@@ -680,6 +728,51 @@ mod adaptive_tests {
         );
     }
 
+    /// A learned quiet start (the carrier's couriers practically never deliver within 90 minutes
+    /// of the 派件 scan): the start of the round is checked at the stage cap (normal 80 min,
+    /// high 60) and once more as the quiet start ends, then at the tier interval.
+    #[test]
+    fn a_learned_quiet_start_spares_the_tier_interval_at_the_start_of_a_round() {
+        let quiet = Cadence::learned(h(3)).with_quiet_start(m(90));
+        let cases: &[(Priority, Duration, Duration)] = &[
+            // (tier, since the out-for-delivery line, wait)
+            (Priority::Normal, m(0), m(80)),
+            (Priority::Normal, m(10), m(80)),
+            (Priority::Normal, m(75), m(15)),
+            (Priority::Normal, m(82), m(10)),
+            (Priority::Normal, m(90), m(10)),
+            (Priority::Normal, h(3), m(10)),
+            (Priority::High, m(0), m(60)),
+            (Priority::High, m(60), m(30)),
+            (Priority::High, m(87), m(3)),
+            (Priority::High, m(88), m(2)),
+            (Priority::High, m(90), m(2)),
+            (Priority::High, h(4), m(2)),
+        ];
+        for (priority, since, want) in cases {
+            let mut i = input(Status::OutForDelivery, *priority, *since);
+            i.cadence = quiet;
+            assert_eq!(wait(&i), Some(*want), "{priority:?} {since}");
+        }
+        // The window runs from the newest line (carrier time), not from when we saw it: a
+        // parcel seen out for delivery 40 minutes after its scan has 50 minutes of it left.
+        let mut late = input(Status::OutForDelivery, Priority::High, m(0));
+        late.cadence = quiet;
+        late.last_line_at = Some(late.now - m(40));
+        assert_eq!(wait(&late), Some(m(50)));
+        // No line held, or nothing learned: the tier interval from the first minute.
+        let mut none = input(Status::OutForDelivery, Priority::High, m(0));
+        none.cadence = quiet;
+        none.last_line_at = None;
+        assert_eq!(wait(&none), Some(m(2)));
+        let plain = input(Status::OutForDelivery, Priority::High, m(0));
+        assert_eq!(wait(&plain), Some(m(2)));
+        // A failed attempt is not a round's start: the tier interval, quiet start or not.
+        let mut failed = input(Status::DeliveryFailed, Priority::High, m(0));
+        failed.cadence = quiet;
+        assert_eq!(wait(&failed), Some(m(2)));
+    }
+
     #[test]
     fn any_news_resets_the_back_off() {
         // In transit for five days, stalled, until a new line an hour ago.
@@ -704,20 +797,14 @@ mod adaptive_tests {
             ("YTO", Cadence::DEFAULT, Priority::Normal, m(120)),
             // SF scans every ~3 h in transit: checked every 90 minutes.
             ("SF", Cadence::DEFAULT, Priority::Normal, m(90)),
-            (
-                "SF",
-                Cadence::DEFAULT,
-                Priority::High,
-                m(22) + Duration::seconds(30),
-            ),
+            ("SF", Cadence::DEFAULT, Priority::High, m(90)),
             // EMS's ~6 h would give 3 h: held to the stage cap.
             ("EMS", Cadence::DEFAULT, Priority::Normal, m(120)),
-            ("EMS", Cadence::DEFAULT, Priority::High, m(45)),
             ("YTO", Cadence::learned(h(3)), Priority::Normal, m(90)),
             ("YTO", Cadence::learned(h(10)), Priority::Normal, m(120)),
             // Never below the tier floor, whatever is learned.
             ("YTO", Cadence::learned(m(5)), Priority::Normal, m(30)),
-            ("YTO", Cadence::learned(m(5)), Priority::High, m(15)),
+            ("YTO", Cadence::learned(m(5)), Priority::High, m(30)),
         ];
         for (carrier, cadence, priority, want) in cases {
             let mut i = input(Status::InTransit, *priority, m(0));
@@ -725,6 +812,10 @@ mod adaptive_tests {
             i.cadence = *cadence;
             assert_eq!(wait(&i), Some(*want), "{carrier} {cadence:?} {priority:?}");
         }
+        // In the buyer's city the high tier's floor is 20 minutes.
+        let mut i = input(Status::ArrivedAtDestinationCity, Priority::High, m(0));
+        i.cadence = Cadence::learned(m(5));
+        assert_eq!(wait(&i), Some(m(20)));
         // Near delivery the tier rules, not the carrier.
         let mut i = input(Status::OutForDelivery, Priority::Normal, m(0));
         i.cadence = Cadence::learned(h(5));

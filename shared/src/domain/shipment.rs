@@ -155,6 +155,21 @@ pub struct SchedulePolicy {
     pub learned: LearnedCadence,
 }
 
+impl SchedulePolicy {
+    /// This policy with what `history` has learned of `carrier`'s cadence filled in where the
+    /// policy sets none ([`LearnedCadence::learn_from`]): what a check of one of its parcels
+    /// runs under.
+    pub fn with_history(
+        &self,
+        history: &dyn super::stall::StageHistory,
+        carrier: &str,
+    ) -> SchedulePolicy {
+        let mut out = self.clone();
+        out.learned.learn_from(history, carrier);
+        out
+    }
+}
+
 /// A status or sub-status change, the thing buyers are told about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
@@ -601,10 +616,10 @@ mod tests {
         assert_eq!(second.ignored, None);
         assert_eq!(second.updated.status_changed_at, now());
         assert_eq!(second.updated.event_count, 3);
-        // High tier in transit: 120 / 4 minutes.
+        // In transit the high tier is checked like the normal one: half the 4-hour gap.
         assert_eq!(
             second.updated.next_check_at,
-            Some(now() + Duration::minutes(30 + 30))
+            Some(now() + Duration::minutes(30 + 120))
         );
     }
 
