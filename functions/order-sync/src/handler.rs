@@ -422,7 +422,7 @@ async fn process_order<O: OrderStore, S: ShipmentStore>(
         match plan {
             SubOrderPlan::Track { id, oids, phone } => {
                 let has_phone = phone.is_some();
-                let shipment = Shipment::register(
+                let mut shipment = Shipment::register(
                     id.clone(),
                     Priority::Normal,
                     cfg.default_provider.clone(),
@@ -433,6 +433,9 @@ async fn process_order<O: OrderStore, S: ShipmentStore>(
                     Some(order_ref.clone()),
                     now,
                 );
+                // The route's destination is known from the order before any scan: the ETA and
+                // the late threshold can use the route's history from the first check.
+                shipment.destination = merged.destination_province().map(String::from);
                 if shipments.create(&shipment).await? {
                     report.shipments_registered += 1;
                     tracing::info!(shipment = %id, order = %order_ref, sub_orders = ?oids, has_phone, "parcel registered from order");
@@ -640,6 +643,8 @@ mod tests {
             created: Some(modified - Duration::hours(2)),
             modified: Some(modified),
             receiver_mobile: Some("13812345678".into()),
+            receiver_state: Some("浙江省".into()),
+            receiver_city: Some("杭州市".into()),
             orders: subs,
         }
     }
@@ -712,6 +717,9 @@ mod tests {
         assert_eq!(s.provider, "kdniao");
         assert_eq!(s.recipient.phone.as_ref().map(|p| p.last4()), Some("5678"));
         assert_eq!(s.next_check_at, Some(now));
+        // The receiver's province is the route's destination from the start.
+        assert_eq!(s.destination.as_deref(), Some("浙江"));
+        assert_eq!(s.origin, None);
         // First run looks back one day.
         let calls = fw.calls.lock().unwrap().clone();
         assert_eq!(calls[0].1, now - Duration::days(1));

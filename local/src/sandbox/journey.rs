@@ -178,6 +178,18 @@ pub struct Step {
 pub struct Journey {
     pub kind: JourneyKind,
     pub steps: Vec<Step>,
+    /// Where the parcel is going: the receiver's city (the order's `receiver_state` and
+    /// `receiver_city` in the sandbox's order platforms).
+    pub destination: Destination,
+}
+
+/// The receiver's city and its province, as the simulator drew them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Destination {
+    /// "浙江" (the common name; municipalities: "上海").
+    pub province: &'static str,
+    /// "杭州市"
+    pub city: &'static str,
 }
 
 /// What the carrier shows at one moment.
@@ -891,6 +903,10 @@ fn build(kind: JourneyKind, rng: &mut Rng, carrier: &str, shipped_at: DateTime<U
     while dest.name == origin.name {
         dest = rng.pick(CITIES);
     }
+    let destination = Destination {
+        province: dest.province,
+        city: dest.name,
+    };
     let o_district = rng.pick(origin.districts);
     let d_district = rng.pick(dest.districts);
     let origin_outlet = w.origin_outlet(&origin, o_district);
@@ -915,6 +931,7 @@ fn build(kind: JourneyKind, rng: &mut Rng, carrier: &str, shipped_at: DateTime<U
                 return Journey {
                     kind,
                     steps: b.steps,
+                    destination,
                 };
             }
             t = verdict_at + rng.minutes(4 * 60, 48 * 60);
@@ -950,6 +967,7 @@ fn build(kind: JourneyKind, rng: &mut Rng, carrier: &str, shipped_at: DateTime<U
             return Journey {
                 kind,
                 steps: b.steps,
+                destination,
             };
         }
         t += scan.gap_after;
@@ -1030,6 +1048,7 @@ fn build(kind: JourneyKind, rng: &mut Rng, carrier: &str, shipped_at: DateTime<U
     Journey {
         kind,
         steps: b.steps,
+        destination,
     }
 }
 

@@ -24,7 +24,7 @@
 //! clients stamp requests with the real time while the sandbox may run simulated time.
 //! Orders are kept per platform: a shop generated on fw199 is not visible through TOP.
 
-use super::journey::{Journey, JourneyKind, Step};
+use super::journey::{Destination, Journey, JourneyKind, Step};
 use super::{Sandbox, Shared};
 use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::State;
@@ -613,7 +613,9 @@ async fn generate_route(
 }
 
 /// Make the carrier know every waybill of an order (journeys start at the consign time).
-fn register_waybills(shared: &Shared, order: &Order) {
+/// Plan the journeys of the order's waybills; the destination of the first.
+fn register_waybills(shared: &Shared, order: &Order) -> Option<Destination> {
+    let mut first = None;
     for s in &order.orders {
         let (Some(company), Some(number)) = (&s.logistics_company, &s.invoice_no) else {
             continue;
@@ -623,9 +625,11 @@ fn register_waybills(shared: &Shared, order: &Order) {
                 .consign_time
                 .or(order.modified)
                 .unwrap_or_else(|| shared.clock.now());
-            shared.register(None, carrier.as_str(), number, shipped_at);
+            let j = shared.register(None, carrier.as_str(), number, shipped_at);
+            first.get_or_insert(j.destination);
         }
     }
+    first
 }
 
 fn generate(
@@ -714,16 +718,35 @@ fn generate(
                 created: Some(created),
                 modified: Some(consigned),
                 receiver_mobile: Some(format!("138{:08}", seq % 100_000_000)),
+                receiver_state: None,
+                receiver_city: None,
                 orders: subs,
             };
-            book.orders.insert(key(&order), order.clone());
             out.push(order);
         }
     }
+    // The receiver lives where the parcels go: the destination of the order's first journey.
+    for o in &mut out {
+        if let Some(d) = register_waybills(shared, o) {
+            o.receiver_state = Some(receiver_state(d.province));
+            o.receiver_city = Some(d.city.to_string());
+        }
+    }
+    let mut book = shared.orders.lock();
     for o in &out {
-        register_waybills(shared, o);
+        book.orders.insert(key(o), o.clone());
     }
     out
+}
+
+/// How Taobao writes a province in `receiver_state`: the official name (`浙江省`,
+/// `广西壮族自治区`), and the bare name for the municipalities (`北京`, `上海`).
+fn receiver_state(province: &str) -> String {
+    match parcelwatch::domain::geo::parse_province(province) {
+        Some(p) if p.full.ends_with('市') => p.name.to_string(),
+        Some(p) => p.full.to_string(),
+        None => province.to_string(),
+    }
 }
 
 /// Apply a change to a stored order and stamp it modified now.
@@ -992,13 +1015,24 @@ mod tests {
                 })
                 .collect();
             assert!(!tracked.is_empty(), "{o:?}");
+            let mut goes_to = Vec::new();
             for (id, _) in &tracked {
-                assert!(
-                    sb.journey(id.carrier.as_str(), id.number.as_str())
-                        .is_some(),
-                    "{id} has no journey"
-                );
+                let j = sb.journey(id.carrier.as_str(), id.number.as_str());
+                assert!(j.is_some(), "{id} has no journey");
+                goes_to.extend(j.map(|j| j.destination));
             }
+            // The receiver lives where (the first of) its parcels go, written as Taobao does.
+            let province = o.destination_province().expect("a receiver province");
+            assert!(
+                goes_to.iter().any(|d| d.province == province),
+                "{o:?} {goes_to:?}"
+            );
+            let state = o.receiver_state.as_deref().unwrap();
+            assert!(
+                state.ends_with('省') || state.ends_with("自治区") || state == province,
+                "{state}"
+            );
+            assert!(o.receiver_city.as_deref().unwrap().ends_with('市'));
             if tracked.len() == 2 {
                 shapes.0 += 1;
             }
@@ -1477,6 +1511,8 @@ mod tests {
                 created: Some(at - Duration::hours(2)),
                 modified: Some(at),
                 receiver_mobile: None,
+                receiver_state: None,
+                receiver_city: None,
                 orders,
             })
         }

@@ -227,6 +227,13 @@ pub struct Order {
     /// ([`Order::seal_phone`]) before the order is written, and drops an unusable one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receiver_mobile: Option<String>,
+    /// The receiver's province as the platform writes it (`福建省`, `北京`): where the parcel
+    /// goes, known before any scan ([`Order::destination_province`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver_state: Option<String>,
+    /// The receiver's city (`漳州市`): the province when `receiver_state` is blank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver_city: Option<String>,
     #[serde(default)]
     pub orders: Vec<SubOrder>,
 }
@@ -240,6 +247,8 @@ impl fmt::Debug for Order {
             .field("status", &self.status)
             .field("created", &self.created)
             .field("modified", &self.modified)
+            .field("receiver_state", &self.receiver_state)
+            .field("receiver_city", &self.receiver_city)
             .field(
                 "receiver_mobile",
                 &self
@@ -259,6 +268,16 @@ impl Order {
     /// `fw199:shopnick:1234567890`: what a shipment registered from this order refers to.
     pub fn order_ref(&self) -> String {
         format!("{}:{}:{}", self.platform, self.shop, self.tid)
+    }
+    /// The province the parcels of this order go to, by its common name (`福建`, the key the
+    /// delivery analytics use): from `receiver_state`, else from `receiver_city`. `None` when
+    /// neither names a province.
+    pub fn destination_province(&self) -> Option<&'static str> {
+        use super::geo::{parse_province, province_of};
+        present(&self.receiver_state)
+            .and_then(parse_province)
+            .or_else(|| present(&self.receiver_city).and_then(province_of))
+            .map(|p| p.name)
     }
     /// The receiver's phone when it is a usable number (not blank, not masked).
     pub fn phone(&self) -> Option<PhoneNumber> {
@@ -507,12 +526,34 @@ mod tests {
             created: Some(t(1)),
             modified: Some(t(2)),
             receiver_mobile: Some(SEALED.into()),
+            receiver_state: Some("浙江省".into()),
+            receiver_city: None,
             orders: subs,
         }
     }
 
     fn id(c: &str, n: &str) -> ShipmentId {
         ShipmentId::parse(c, n).unwrap()
+    }
+
+    #[test]
+    fn the_destination_province_comes_from_the_receivers_state_or_city() {
+        let mut o = order("WAIT_BUYER_CONFIRM_GOODS", vec![]);
+        let cases: &[(Option<&str>, Option<&str>, Option<&str>)] = &[
+            (Some("福建省"), Some("漳州市"), Some("福建")),
+            (Some("北京"), Some("北京市"), Some("北京")),
+            (Some("广西壮族自治区"), None, Some("广西")),
+            // A blank or unknown state: the city names it.
+            (Some(""), Some("杭州市"), Some("浙江")),
+            (Some("火星"), Some("苏州市"), Some("江苏")),
+            (None, None, None),
+            (None, Some("某某市"), None),
+        ];
+        for (state, city, want) in cases {
+            o.receiver_state = state.map(String::from);
+            o.receiver_city = city.map(String::from);
+            assert_eq!(o.destination_province(), *want, "{state:?} {city:?}");
+        }
     }
 
     #[test]

@@ -284,7 +284,7 @@ pub(crate) fn list<'a>(v: Option<&'a Value>, inner: &str) -> Vec<&'a Value> {
 }
 
 /// Read a Taobao `trade` object (fw199 and TOP use Taobao's field names): `tid`, `status`,
-/// `created`, `modified`, `receiver_mobile`, `orders.order[]{oid, status, refund_status,
+/// `created`, `modified`, `receiver_mobile`, `receiver_state`, `receiver_city`, `orders.order[]{oid, status, refund_status,
 /// logistics_company, invoice_no, consign_time}`. Numbers may be strings and the reverse;
 /// blanks are `None`. `Err` only when the trade has no `tid`.
 pub fn trade_from_json(platform: Platform, shop: &str, v: &Value) -> Result<Order, String> {
@@ -312,6 +312,8 @@ pub fn trade_from_json(platform: Platform, shop: &str, v: &Value) -> Result<Orde
         created: text(v, "created").and_then(|s| parse_china_time(&s)),
         modified: text(v, "modified").and_then(|s| parse_china_time(&s)),
         receiver_mobile: text(v, "receiver_mobile"),
+        receiver_state: text(v, "receiver_state"),
+        receiver_city: text(v, "receiver_city"),
         orders,
     })
 }
@@ -350,6 +352,14 @@ pub fn trade_to_json(order: &Order) -> Value {
     m.insert(
         "receiver_mobile".into(),
         Value::String(opt(&order.receiver_mobile)),
+    );
+    m.insert(
+        "receiver_state".into(),
+        Value::String(opt(&order.receiver_state)),
+    );
+    m.insert(
+        "receiver_city".into(),
+        Value::String(opt(&order.receiver_city)),
     );
     m.insert("orders".into(), json!({ "order": subs }));
     Value::Object(m)
@@ -393,6 +403,7 @@ mod tests {
         let v: Value = serde_json::from_str(
             r#"{"tid":"1410072240792463390","status":"TRADE_CLOSED","created":"2021-10-02 16:13:56",
             "modified":"2021-10-02 16:17:42","receiver_mobile":"*******1889",
+            "receiver_state":"福建省","receiver_city":"漳州市",
             "orders":{"order":[{"oid":"1410072240792463390","status":"TRADE_CLOSED",
             "refund_status":"SUCCESS","invoice_no":"","logistics_company":"","consign_time":""}]}}"#,
         )
@@ -406,6 +417,8 @@ mod tests {
         assert_eq!(o.orders[0].invoice_no, None);
         assert_eq!(o.orders[0].consign_time, None);
         assert_eq!(o.phone(), None);
+        assert_eq!(o.receiver_state.as_deref(), Some("福建省"));
+        assert_eq!(o.destination_province(), Some("福建"));
         // Numbers as numbers, orders as a bare array.
         let v = json!({"tid": 42u64, "orders": [{"oid": 421u64, "status": "WAIT_BUYER_CONFIRM_GOODS",
             "logistics_company": "圆通速递", "invoice_no": "YT1234567890123"}]});
@@ -430,6 +443,8 @@ mod tests {
             created: Some(t),
             modified: Some(t),
             receiver_mobile: Some("13812345678".into()),
+            receiver_state: Some("福建省".into()),
+            receiver_city: Some("漳州市".into()),
             orders: vec![
                 sub,
                 SubOrder::new("20000000000000102", TradeStatus::WaitSellerSendGoods),

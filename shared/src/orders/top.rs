@@ -26,7 +26,7 @@ pub const RESPONSE_KEY: &str = "trades_sold_increment_get_response";
 /// Largest page asked for.
 pub const MAX_PAGE_SIZE: u32 = 100;
 /// The trade and sub-order fields we read.
-pub const FIELDS: &str = "tid,status,created,modified,receiver_mobile,seller_nick,orders.oid,orders.status,orders.refund_status,orders.logistics_company,orders.invoice_no,orders.consign_time";
+pub const FIELDS: &str = "tid,status,created,modified,receiver_mobile,receiver_state,receiver_city,seller_nick,orders.oid,orders.status,orders.refund_status,orders.logistics_company,orders.invoice_no,orders.consign_time";
 
 /// HMAC-MD5 (RFC 2104) over md-5: block size 64, keys longer than a block hashed first.
 pub fn hmac_md5(key: &[u8], data: &[u8]) -> [u8; 16] {

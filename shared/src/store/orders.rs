@@ -159,6 +159,8 @@ pub fn merge_order(stored: Option<&Order>, new: &Order) -> Order {
         created: new.created.or(old.created),
         modified: new.modified.or(old.modified),
         receiver_mobile: pick(&new.receiver_mobile, &old.receiver_mobile),
+        receiver_state: pick(&new.receiver_state, &old.receiver_state),
+        receiver_city: pick(&new.receiver_city, &old.receiver_city),
         orders,
     }
 }
@@ -278,6 +280,10 @@ struct OrderRecord {
     /// The receiver's phone, sealed (`pw1.<last4>.…`).
     #[serde(default)]
     receiver_phone_enc: Option<String>,
+    #[serde(default)]
+    receiver_state: Option<String>,
+    #[serde(default)]
+    receiver_city: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -420,6 +426,8 @@ impl DynamoOrderStore {
             created: meta.created.as_deref().and_then(parse_time),
             modified: meta.modified.as_deref().and_then(parse_time),
             receiver_mobile: meta.receiver_phone_enc,
+            receiver_state: meta.receiver_state,
+            receiver_city: meta.receiver_city,
             orders: subs,
         }))
     }
@@ -494,7 +502,9 @@ impl OrderStore for DynamoOrderStore {
             .set("status", Some(order.status.as_str().to_string()))
             .set("created", order.created.map(fmt_time))
             .set("modified", modified.clone())
-            .set("receiver_phone_enc", order.sealed_phone().map(String::from));
+            .set("receiver_phone_enc", order.sealed_phone().map(String::from))
+            .set("receiver_state", order.receiver_state.clone())
+            .set("receiver_city", order.receiver_city.clone());
         // The order first: when it is older than what we hold, none of its sub-orders are written.
         if self.update(&pk, META, &meta, modified.as_deref()).await? {
             for sub in order.orders.iter().filter(|o| !o.oid.trim().is_empty()) {
@@ -555,6 +565,8 @@ mod tests {
             created: Some(t(1)),
             modified: Some(t(modified)),
             receiver_mobile: Some(SEALED.into()),
+            receiver_state: Some("浙江省".into()),
+            receiver_city: None,
             orders: subs,
         }
     }
@@ -572,6 +584,7 @@ mod tests {
         let mut blank = order(3, vec![SubOrder::new("1", TradeStatus::default())]);
         blank.status = TradeStatus::default();
         blank.receiver_mobile = Some("".into());
+        blank.receiver_state = Some(" ".into());
         blank.created = None;
         let merged = merge_order(Some(&stored), &blank);
         assert_eq!(merged, stored);
