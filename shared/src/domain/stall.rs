@@ -506,8 +506,7 @@ pub fn assess(
         }
     }
     if on_the_road(s.status) {
-        let start = facts.picked_up_at?;
-        let late = late_threshold(carrier, facts.origin, facts.destination, history)?;
+        let (start, late) = journey_clock(s, facts, history)?;
         let elapsed = now - start;
         if elapsed >= late.after {
             return Some(Finding::Late {
@@ -519,6 +518,34 @@ pub fn assess(
         }
     }
     None
+}
+
+/// When the parcel's journey started and the lateness threshold of its route: the pickup from
+/// the facts (the provider's answer) or the shipment; the route from the facts or, where they
+/// are silent, the shipment's own (the order's receiver province, the scans' origin).
+fn journey_clock(
+    s: &Shipment,
+    facts: &Facts,
+    history: &dyn StageHistory,
+) -> Option<(DateTime<Utc>, LateThreshold)> {
+    let start = facts.picked_up_at.or(s.picked_up_at)?;
+    let origin = facts.origin.or(s.origin.as_deref());
+    let destination = facts.destination.or(s.destination.as_deref());
+    let late = late_threshold(s.id.carrier.as_str(), origin, destination, history)?;
+    Some((start, late))
+}
+
+/// When the parcel on the road would become late if it is not delivered first: its pickup plus
+/// the route's lateness threshold. `None` off the road, or without a pickup or a history.
+pub fn late_deadline(
+    s: &Shipment,
+    facts: &Facts,
+    history: &dyn StageHistory,
+) -> Option<DateTime<Utc>> {
+    if s.status.is_terminal() || !on_the_road(s.status) {
+        return None;
+    }
+    journey_clock(s, facts, history).map(|(start, late)| start + late.after)
 }
 
 /// When the parcel would become stalled if no line comes: its quiet start plus the stage's
@@ -542,8 +569,9 @@ pub fn stall_deadline(s: &Shipment, history: &dyn StageHistory) -> Option<DateTi
 /// - A flag of the same kind as the fresh finding is kept verbatim (no churn of its figures);
 ///   late may turn into stalled (a late parcel that stops altogether is news), stalled does not
 ///   turn into late without a new line.
-/// - `next_check_at` is pulled forward to the stall deadline (never before `now`) while the
-///   parcel is not already flagged stalled.
+/// - `next_check_at` is pulled forward (never before `now`) to the stall deadline while the
+///   parcel is not flagged stalled, and to the late deadline while it carries no flag: the
+///   merchant hears of either when it happens, not at the next check the schedule would make.
 pub fn settle(
     previous: &Shipment,
     outcome: &mut CheckOutcome,
@@ -592,13 +620,18 @@ pub fn settle(
         };
     }
 
-    let flagged_stalled =
-        Flag::of(updated.sub_status.as_ref()).is_some_and(|f| f.kind == FlagKind::Stalled);
-    if let (Some(next), Some(deadline), false) = (
-        updated.next_check_at,
-        stall_deadline(updated, history),
-        flagged_stalled,
-    ) {
+    let flag = Flag::of(updated.sub_status.as_ref()).map(|f| f.kind);
+    let deadlines = [
+        (flag != Some(FlagKind::Stalled))
+            .then(|| stall_deadline(updated, history))
+            .flatten(),
+        flag.is_none()
+            .then(|| late_deadline(updated, facts, history))
+            .flatten(),
+    ];
+    if let (Some(next), Some(deadline)) =
+        (updated.next_check_at, deadlines.into_iter().flatten().min())
+    {
         updated.next_check_at = Some(next.min(deadline.max(now)));
     }
 }
@@ -986,6 +1019,47 @@ mod tests {
             now,
         );
         assert_eq!(again.transition, None);
+
+        // Before it is late, the check after the last is pulled forward to the late deadline
+        // (pickup at the first line + 73.75 h) when the schedule would look later.
+        let early = t0() + Duration::hours(73);
+        let before = check(&registered(), &snap, &h, early);
+        assert_eq!(
+            before.transition.and_then(|t| t.to_sub),
+            Some(SubStatus::new("kdniao", "2"))
+        );
+        assert_eq!(
+            Flag::of(before.updated.sub_status.as_ref()).map(|f| f.kind),
+            None
+        );
+        assert_eq!(
+            before.updated.next_check_at,
+            Some(t0() + Duration::minutes(59 * 75))
+        );
+        // The route comes from the shipment when the answer names none: a route with its own,
+        // faster history (30 parcels of 20 h) makes the same parcel late sooner.
+        let mut fast = history_of(40);
+        for _ in 0..30 {
+            fast.learn(
+                "ZTO",
+                Some("浙江"),
+                Some("上海"),
+                &[
+                    (t0(), Status::PickedUp),
+                    (t0() + Duration::hours(20), Status::Delivered),
+                ],
+            );
+        }
+        let mut to_shanghai = registered();
+        to_shanghai.destination = Some("上海".into());
+        to_shanghai.origin = Some("浙江".into());
+        let sooner = check(&to_shanghai, &snap, &fast, t0() + Duration::hours(26));
+        assert_eq!(
+            Flag::of(sooner.updated.sub_status.as_ref()).map(|f| f.kind),
+            Some(FlagKind::Late)
+        );
+        let unknown_route = check(&registered(), &snap, &fast, t0() + Duration::hours(26));
+        assert_eq!(Flag::of(unknown_route.updated.sub_status.as_ref()), None);
 
         // Stalled → new line → late: no second alert.
         let t = Transition {
