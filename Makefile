@@ -35,9 +35,12 @@ test: setup template ## every test: unit, handler, sandbox, local-stack integrat
 unit: ## the fast tests only (no moto)
 	cargo test --workspace --lib --bins
 
-lint: setup template ## rustfmt, clippy -D warnings, cfn-lint
+lint: setup template ## rustfmt, clippy -D warnings, cfn-lint, the fuzz crate compiles
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	# fuzz/ is its own workspace: `cargo test` never compiles it, so a changed handler struct
+	# would only break `make fuzz-ci`, at the end of CI. Checked here, in a minute.
+	cargo check --manifest-path fuzz/Cargo.toml --bins
 
 template: setup ## check template.yaml offline
 	$(VENV)/bin/cfn-lint template.yaml
