@@ -87,10 +87,33 @@ pub async fn apply_snapshot_with<S: ShipmentStore>(
     policy: &SchedulePolicy,
     history: &(dyn StageHistory + Sync),
 ) -> Result<Applied, ApplyError> {
+    apply_snapshot_to(store, id, None, snapshot, source, now, policy, history).await
+}
+
+/// [`apply_snapshot_with`] starting from `held`, the shipment as the caller has just read it
+/// (the tracker reads it before asking the provider): one read fewer per check. The write is
+/// conditional on `held`'s version, so a change made meanwhile (a push) loses nothing: the
+/// write fails, the shipment is read afresh and the snapshot applied to it.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_snapshot_to<S: ShipmentStore>(
+    store: &S,
+    id: &ShipmentId,
+    held: Option<crate::domain::Shipment>,
+    snapshot: &TraceSnapshot,
+    source: Source,
+    now: DateTime<Utc>,
+    policy: &SchedulePolicy,
+    history: &(dyn StageHistory + Sync),
+) -> Result<Applied, ApplyError> {
     let policy = policy.with_history(history, id.carrier.as_str());
+    let mut held = held.filter(|s| s.id == *id);
     for attempt in 0..CONFLICT_ATTEMPTS {
-        let Some(shipment) = store.get(id).await? else {
-            return Ok(Applied::NotRegistered);
+        let shipment = match held.take() {
+            Some(s) => s,
+            None => match store.get(id).await? {
+                Some(s) => s,
+                None => return Ok(Applied::NotRegistered),
+            },
         };
         if shipment.status.is_terminal() {
             return Ok(Applied::AlreadyFinal);
@@ -299,6 +322,95 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.shipment(&id).unwrap().status, Status::Expired);
+    }
+
+    /// The tracker hands in the shipment it read before asking the provider. When a push wrote
+    /// meanwhile, that copy is stale: the write fails on its version, the shipment is read
+    /// afresh, and both the push's lines and the poll's are kept.
+    #[tokio::test]
+    async fn a_shipment_held_from_before_a_push_is_reread_not_overwritten() {
+        let (store, id) = store_with(false);
+        let held = store.shipment(&id).unwrap();
+        apply_snapshot(
+            &store,
+            &id,
+            &snapshot(Status::InTransit, "2", 3),
+            Source::Push,
+            now(),
+        )
+        .await
+        .unwrap();
+        let poll = Source::Poll { provider: "kdniao" };
+        let out = apply_snapshot_to(
+            &store,
+            &id,
+            Some(held),
+            &snapshot(Status::InTransit, "2", 5),
+            poll,
+            now(),
+            &SchedulePolicy::default(),
+            &NoHistory,
+        )
+        .await
+        .unwrap();
+        match out {
+            Applied::Written {
+                transition,
+                new_events,
+                version,
+            } => {
+                assert_eq!(transition, None, "the push already moved it");
+                assert_eq!(new_events, 2);
+                assert_eq!(version, 2);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let stored = store.shipment(&id).unwrap();
+        assert_eq!(stored.event_count, 5);
+        assert!(stored.last_push_at.is_some(), "the push's write is kept");
+        // A fresh copy is written on the first attempt: one read fewer than apply_snapshot.
+        let fresh = store.shipment(&id).unwrap();
+        let again = apply_snapshot_to(
+            &store,
+            &id,
+            Some(fresh),
+            &snapshot(Status::InTransit, "2", 6),
+            poll,
+            now(),
+            &SchedulePolicy::default(),
+            &NoHistory,
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(again, Applied::Written { version: 3, .. }),
+            "{again:?}"
+        );
+        // A copy of another shipment is not used.
+        let other = Shipment::register(
+            ShipmentId::parse("ZTO", "731234567890123").unwrap(),
+            Priority::Normal,
+            "kdniao",
+            Recipient::default(),
+            None,
+            now(),
+        );
+        let out = apply_snapshot_to(
+            &store,
+            &id,
+            Some(other),
+            &snapshot(Status::InTransit, "2", 6),
+            poll,
+            now(),
+            &SchedulePolicy::default(),
+            &NoHistory,
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(out, Applied::Written { new_events: 0, .. }),
+            "{out:?}"
+        );
     }
 
     /// The tracker's history teaches the carrier's cadence: with 120 past rounds of 90 min to

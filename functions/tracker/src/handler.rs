@@ -11,7 +11,7 @@ use parcelwatch::providers::push::{Subscribed, Subscriber};
 use parcelwatch::providers::{ProviderError, RouteContext, TraceProvider, TraceQuery};
 use parcelwatch::queue::{DeadLetters, TrackMessage};
 use parcelwatch::store::{ShipmentStore, StoreError};
-use parcelwatch::tracking::{apply_snapshot_with, Applied, Source};
+use parcelwatch::tracking::{apply_snapshot_to, Applied, Source};
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -286,9 +286,10 @@ where
     let source = Source::Poll {
         provider: answer.provider,
     };
-    match apply_snapshot_with(
+    match apply_snapshot_to(
         &t.store,
         id,
+        Some(shipment),
         &snapshot,
         source,
         now,
