@@ -1,12 +1,11 @@
 //! Stream batch → shipment changes → aggregates, each change counted once.
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
-use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use parcelwatch::domain::stats::AggregateUpdate;
 use parcelwatch::domain::Shipment;
 use parcelwatch::store::analytics::{AnalyticsStore, Counted};
 use parcelwatch::store::StoreError;
-use tracing::Instrument;
 
 pub struct Analytics<A> {
     pub store: A,
@@ -28,19 +27,8 @@ pub async fn handle_batch<A: AnalyticsStore>(
     a: &Analytics<A>,
     event: Event,
 ) -> DynamoDbEventResponse {
-    let mut response = DynamoDbEventResponse::default();
-    for record in &event.records {
-        let seq = record.change.sequence_number.clone().unwrap_or_default();
-        let span = tracing::info_span!("record", event_id = %record.event_id, sequence = %seq);
-        if let Err(e) = handle_record(a, record).instrument(span).await {
-            tracing::error!(error = %e, sequence = %seq, "record failed; the stream retries from here");
-            let mut f = DynamoDbBatchItemFailure::default();
-            f.item_identifier = Some(seq);
-            response.batch_item_failures.push(f);
-            break;
-        }
-    }
-    response
+    parcelwatch::store::record::each_in_order(&event, |record| Box::pin(handle_record(a, record)))
+        .await
 }
 
 fn decode(image: &serde_dynamo::Item) -> Result<Option<Shipment>, RecordError> {

@@ -1,7 +1,7 @@
 //! Stream batch → transitions → ledger-guarded sends.
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
-use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use chrono::{DateTime, Utc};
 use parcelwatch::config::NotifierConfig;
 use parcelwatch::crypto::{Vault, VaultError};
@@ -13,7 +13,6 @@ use parcelwatch::resilience::{retry, RetryPolicy};
 use parcelwatch::store::{note_sk, Claim, Ledger, StoreError};
 use serde::Serialize;
 use std::time::Duration;
-use tracing::Instrument;
 
 /// A claim older than this that never completed belongs to a sender that died: claim it again.
 const STALE_CLAIM: Duration = Duration::from_secs(300);
@@ -102,21 +101,12 @@ pub async fn handle_batch<L: Ledger, P: Publisher>(
     event: Event,
     now: DateTime<Utc>,
 ) -> DynamoDbEventResponse {
-    let mut response = DynamoDbEventResponse::default();
-    for record in &event.records {
-        let seq = record.change.sequence_number.clone().unwrap_or_default();
-        let span = tracing::info_span!("record", event_id = %record.event_id, sequence = %seq);
-        if let Err(e) = handle_record(n, record, now).instrument(span).await {
-            tracing::error!(error = %e, sequence = %seq, "record failed; the stream retries from here");
-            // Records of a shard are retried from the first failure on, in order: stop here. The
-            // ledger makes the redelivery of anything after it harmless.
-            let mut f = DynamoDbBatchItemFailure::default();
-            f.item_identifier = Some(seq);
-            response.batch_item_failures.push(f);
-            break;
-        }
-    }
-    response
+    // Records of a shard are retried from the first failure on, in order; the ledger makes the
+    // redelivery of the records before it harmless.
+    parcelwatch::store::record::each_in_order(&event, |record| {
+        Box::pin(handle_record(n, record, now))
+    })
+    .await
 }
 
 fn decode(image: &serde_dynamo::Item) -> Result<Option<Shipment>, RecordError> {

@@ -20,6 +20,37 @@ pub fn shipment_in_image(image: &serde_dynamo::Item) -> Result<Option<Shipment>,
     rec.into_shipment().map(Some).map_err(|e| e.to_string())
 }
 
+/// Run `each` over a stream batch's records in order and report the first failure, as a stream
+/// consumer with `ReportBatchItemFailures` must: the records of a shard are retried from that
+/// sequence number on, in order, so the batch stops there (what follows is redelivered). Each
+/// record runs in a span with its event id and sequence number; a failure is logged with its
+/// error. The consumers make the redelivery of records before the failure harmless (the
+/// notifier's ledger, the analytics' once-per-version marker).
+pub async fn each_in_order<'a, F, Fut, E>(
+    event: &'a aws_lambda_events::event::dynamodb::Event,
+    mut each: F,
+) -> aws_lambda_events::event::streams::DynamoDbEventResponse
+where
+    F: FnMut(&'a aws_lambda_events::event::dynamodb::EventRecord) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    use tracing::Instrument;
+    let mut response = aws_lambda_events::event::streams::DynamoDbEventResponse::default();
+    for record in &event.records {
+        let seq = record.change.sequence_number.clone().unwrap_or_default();
+        let span = tracing::info_span!("record", event_id = %record.event_id, sequence = %seq);
+        if let Err(e) = each(record).instrument(span).await {
+            tracing::error!(error = %e, sequence = %seq, "record failed; the stream retries from here");
+            let mut f = aws_lambda_events::event::streams::DynamoDbBatchItemFailure::default();
+            f.item_identifier = Some(seq);
+            response.batch_item_failures.push(f);
+            break;
+        }
+    }
+    response
+}
+
 /// Whether a stream record's keys name a shipment head (`pk = SHIP#…`, `sk = META`). Order heads
 /// and sync watermarks share `sk = META` in the same table.
 pub fn is_shipment_head(keys: &serde_dynamo::Item) -> bool {
@@ -282,6 +313,48 @@ impl EventRecord {
 
 #[cfg(test)]
 mod tests {
+
+    /// Three records, the second fails: it is reported by its sequence number and the third
+    /// never runs (the stream redelivers it after the failed one).
+    #[tokio::test]
+    async fn a_batch_stops_at_its_first_failure_and_reports_its_sequence_number() {
+        let event: aws_lambda_events::event::dynamodb::Event =
+            serde_json::from_str(include_str!("../../../events/analytics/mixed-batch.json"))
+                .unwrap();
+        let mut seen = Vec::new();
+        let resp = each_in_order(&event, |r| {
+            let seq = r.change.sequence_number.clone().unwrap_or_default();
+            seen.push(seq.clone());
+            async move {
+                if seen_fails(&seq) {
+                    Err(format!("{seq} failed"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        fn seen_fails(seq: &str) -> bool {
+            seq == "200000000000000000002"
+        }
+        assert_eq!(seen, ["100000000000000000001", "200000000000000000002"]);
+        let failed: Vec<_> = resp
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        assert_eq!(failed, [Some("200000000000000000002".to_string())]);
+        // All succeed: nothing reported, every record run.
+        let mut n = 0;
+        let resp = each_in_order(&event, |_| {
+            n += 1;
+            async { Ok::<(), String>(()) }
+        })
+        .await;
+        assert!(resp.batch_item_failures.is_empty());
+        assert_eq!(n, 3);
+    }
+
     use super::*;
     use chrono::TimeZone;
 
