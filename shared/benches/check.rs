@@ -5,7 +5,9 @@
 //! 1. parse the body (serde) and normalize it (status mapping, times, line codes) into a
 //!    [`TraceSnapshot`] — `kdniao::decode_response` + `response_to_snapshot`, or
 //!    `kuaidi100::decode_query_response`, as the clients do;
-//! 2. diff it against the shipment with [`apply_check`] (new lines, transition, next check);
+//! 2. decide: the carrier's learned cadence from the history the tracker holds
+//!    (`SchedulePolicy::with_history`), [`apply_check_with`] (new lines, transition, next check),
+//!    then the stall and delay verdict (`stall::settle`), as `tracking::apply_snapshot_to` does;
 //! 3. build the write the store sends: the new lines' `EVT#` items and the `META` item with its
 //!    version bumped, as DynamoDB attribute maps (`serde_dynamo`, what `DynamoStore::save` does).
 //!
@@ -14,8 +16,10 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
+use parcelwatch::domain::stats::{HistorySnapshot, StageStats};
 use parcelwatch::domain::{
-    apply_check, CheckOutcome, Priority, Recipient, Shipment, ShipmentId, TraceSnapshot,
+    apply_check, apply_check_with, stall, CheckOutcome, Priority, Recipient, SchedulePolicy,
+    Shipment, ShipmentId, Status, TraceSnapshot,
 };
 use parcelwatch::providers::kdniao::{
     decode_response, format_accept_time, response_to_snapshot, KdniaoResponse, KdniaoTrace,
@@ -201,6 +205,40 @@ fn write_items(outcome: &CheckOutcome) -> (Vec<Item>, Item) {
     (events, meta)
 }
 
+/// A carrier history as the tracker holds it after a few thousand deliveries: every stage of
+/// YTO with 500 quiet gaps spread over 10 min – 10 h, so every learned figure is in use.
+fn history() -> HistorySnapshot {
+    let mut h = HistorySnapshot::default();
+    for stage in Status::ALL.into_iter().filter(|s| !s.is_terminal()) {
+        let mut st = StageStats::default();
+        for i in 0..500 {
+            st.quiet_gap.record(Duration::minutes(10 + i * 590 / 499));
+            st.time_in_stage.record(Duration::minutes(30 + i * 2));
+        }
+        h.stages.insert(("YTO".into(), stage), st);
+    }
+    h
+}
+
+/// Step 2, as the tracker decides: learned cadence, apply_check_with, stall verdict.
+fn decide(
+    current: &Shipment,
+    snap: &TraceSnapshot,
+    history: &HistorySnapshot,
+    now: DateTime<Utc>,
+) -> CheckOutcome {
+    let policy = SchedulePolicy::default().with_history(history, current.id.carrier.as_str());
+    let mut outcome = apply_check_with(current, snap, now, &policy);
+    stall::settle(
+        current,
+        &mut outcome,
+        &stall::Facts::from_snapshot(snap),
+        history,
+        now,
+    );
+    outcome
+}
+
 fn kdniao_parse(body: &str, now: DateTime<Utc>) -> TraceSnapshot {
     let resp = decode_response(body).expect("the 20-line answer decodes");
     response_to_snapshot(&resp, now).expect("a successful answer")
@@ -212,11 +250,21 @@ fn checks(c: &mut Criterion) {
     let kd_20 = kdniao_body(20);
     let k100_20 = kuaidi100_body(20);
     let current = holding_19(&kd_19);
+    let history = history();
 
     // The figures are only meaningful if the check does what it claims: one new line, one
     // transition to OutForDelivery, two items to write.
-    let outcome = apply_check(&current, &kdniao_parse(&kd_20, now), now);
+    let outcome = decide(&current, &kdniao_parse(&kd_20, now), &history, now);
     assert_eq!(outcome.new_events.len(), 1, "exactly the 20th line is new");
+    // The history is in use: every stage's cadence is learned (typical gap and quiet start).
+    let learned = SchedulePolicy::default().with_history(&history, "YTO");
+    for stage in Status::ALL.into_iter().filter(|s| !s.is_terminal()) {
+        let c = learned.learned.get("YTO", stage);
+        assert!(
+            c.typical_gap.is_some() && c.quiet_start.is_some(),
+            "{stage}"
+        );
+    }
     assert_eq!(
         outcome.transition.as_ref().map(|t| t.to),
         Some(parcelwatch::domain::Status::OutForDelivery)
@@ -233,14 +281,14 @@ fn checks(c: &mut Criterion) {
     g.bench_function("kdniao_20_lines", |b| {
         b.iter(|| {
             let snap = kdniao_parse(black_box(&kd_20), now);
-            let outcome = apply_check(black_box(&current), &snap, now);
+            let outcome = decide(black_box(&current), &snap, &history, now);
             black_box(write_items(&outcome))
         })
     });
     g.bench_function("kuaidi100_20_lines", |b| {
         b.iter(|| {
             let snap = decode_query_response(black_box(&k100_20)).expect("decodes");
-            let outcome = apply_check(black_box(&current), &snap, now);
+            let outcome = decide(black_box(&current), &snap, &history, now);
             black_box(write_items(&outcome))
         })
     });
@@ -251,6 +299,9 @@ fn checks(c: &mut Criterion) {
     let snap = kdniao_parse(&kd_20, now);
     g.bench_function("apply_check", |b| {
         b.iter(|| black_box(apply_check(black_box(&current), black_box(&snap), now)))
+    });
+    g.bench_function("decide", |b| {
+        b.iter(|| black_box(decide(black_box(&current), black_box(&snap), &history, now)))
     });
     g.bench_function("write_items", |b| {
         b.iter(|| black_box(write_items(black_box(&outcome))))

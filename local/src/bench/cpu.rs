@@ -5,10 +5,10 @@ use super::table::Figure;
 use std::path::{Path, PathBuf};
 
 /// The benchmarks of `shared/benches/check.rs`, and what each covers.
-pub const CHECKS: [(&str, &str); 5] = [
+pub const CHECKS: [(&str, &str); 6] = [
     (
         "kdniao_20_lines",
-        "Kdniao 8001 answer of 20 lines: parse + normalize + apply_check + DynamoDB items",
+        "Kdniao 8001 answer of 20 lines: parse + normalize + decide (learned cadence, apply_check, stall verdict) + DynamoDB items",
     ),
     (
         "kuaidi100_20_lines",
@@ -16,8 +16,12 @@ pub const CHECKS: [(&str, &str); 5] = [
     ),
     ("kdniao_parse_normalize", "of which: parse + normalize"),
     (
+        "decide",
+        "of which: decide (learned cadence from a 5,000-gap history, apply_check, stall verdict)",
+    ),
+    (
         "apply_check",
-        "of which: apply_check (diff, transition, next check)",
+        "of which, in decide: apply_check alone (diff, transition, next check)",
     ),
     ("write_items", "of which: the write (EVT# + META items)"),
 ];
@@ -117,7 +121,7 @@ mod tests {
         let figs = section(&dir);
         let apply = figs
             .iter()
-            .find(|f| f.figure.starts_with("of which: apply_check"))
+            .find(|f| f.figure.starts_with("of which, in decide: apply_check"))
             .unwrap();
         assert_eq!(apply.value, "1.00");
         let missing = figs
