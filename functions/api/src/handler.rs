@@ -415,7 +415,7 @@ async fn create<S: ShipmentStore, R: Recognizer>(
         })?),
         None => None,
     };
-    let shipment = Shipment::register(
+    let mut shipment = Shipment::register(
         new.id.clone(),
         new.priority,
         api.cfg.default_provider.clone(),
@@ -426,6 +426,7 @@ async fn create<S: ShipmentStore, R: Recognizer>(
         new.order_ref.clone(),
         now,
     );
+    shipment.destination = new.destination.map(String::from);
     let created = api.store.create(&shipment).await?;
     tracing::info!(shipment = %new.id, created, carrier_detected = new.carrier_detected(),
         detected_by = new.carrier_source.detected_by().unwrap_or(""),
@@ -1005,6 +1006,7 @@ mod tests {
         assert_eq!(stored.provider, "kdniao");
         assert_eq!(stored.priority, Priority::High);
         assert_eq!(stored.order_ref.as_deref(), Some("TB-4012345678901234"));
+        assert_eq!(stored.destination.as_deref(), Some("北京"));
         // Stored sealed; it opens to the number sent.
         let sealed = stored.recipient.phone.clone().unwrap();
         assert_eq!(sealed.last4(), "5678");

@@ -11,13 +11,14 @@ use parcelwatch::domain::{Carrier, Locale, PhoneNumber, Priority, ShipmentId, Tr
 use serde_json::{Map, Value};
 
 /// Fields a registration item may carry.
-pub const ITEM_FIELDS: [&str; 6] = [
+pub const ITEM_FIELDS: [&str; 7] = [
     "carrier",
     "number",
     "phone",
     "locale",
     "order_ref",
     "priority",
+    "destination",
 ];
 /// Longest merchant order reference kept.
 pub const ORDER_REF_MAX_CHARS: usize = 128;
@@ -63,6 +64,9 @@ pub struct NewShipment {
     pub priority: Priority,
     pub recipient: Recipient,
     pub order_ref: Option<String>,
+    /// The receiver's province (common name, `浙江`), when the merchant named one: the route's
+    /// destination from registration on (delivery estimates and late thresholds by route).
+    pub destination: Option<&'static str>,
 }
 
 impl NewShipment {
@@ -79,6 +83,7 @@ pub struct CarrierUnsure {
     pub priority: Priority,
     pub recipient: Recipient,
     pub order_ref: Option<String>,
+    pub destination: Option<&'static str>,
 }
 
 impl CarrierUnsure {
@@ -90,6 +95,7 @@ impl CarrierUnsure {
             priority: self.priority,
             recipient: self.recipient,
             order_ref: self.order_ref,
+            destination: self.destination,
         }
     }
 
@@ -292,11 +298,24 @@ pub fn parse_item(obj: &Map<String, Value>) -> ParsedItem {
             return Err(invalid("`order_ref` holds control characters".into()));
         }
     }
+    let destination = match text(obj, "destination").map_err(&invalid)? {
+        None => None,
+        Some(d) => Some(
+            parcelwatch::domain::geo::parse_province(&d)
+                .map(|p| p.name)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "`destination` {d:?} is not a province (浙江, 浙江省, 浙, Zhejiang)"
+                    ))
+                })?,
+        ),
+    };
     let unsure = CarrierUnsure {
         number,
         priority,
         recipient: Recipient { phone, locale },
         order_ref,
+        destination,
     };
     Ok(match carrier {
         Some((carrier, source)) => Parsed::Ready(unsure.with_carrier(carrier, source)),
@@ -323,7 +342,8 @@ mod tests {
     fn a_full_item_is_normalized() {
         let s = item(
             r#"{"carrier":"yto","number":" yt 1000000000001 ","phone":"138 1234 5678",
-                "locale":"en","order_ref":"TB-20261124-0001","priority":"HIGH"}"#,
+                "locale":"en","order_ref":"TB-20261124-0001","priority":"HIGH",
+                "destination":"Zhejiang"}"#,
         )
         .unwrap();
         assert_eq!(s.id.to_string(), "YTO/YT1000000000001");
@@ -336,6 +356,15 @@ mod tests {
             Some("+8613812345678")
         );
         assert_eq!(s.order_ref.as_deref(), Some("TB-20261124-0001"));
+        assert_eq!(s.destination, Some("浙江"));
+        // Any name of a province: common, official, abbreviation.
+        for d in ["浙江", "浙江省", "浙"] {
+            let s = item(&format!(
+                r#"{{"carrier":"YTO","number":"YT1000000000001","destination":"{d}"}}"#
+            ))
+            .unwrap();
+            assert_eq!(s.destination, Some("浙江"), "{d}");
+        }
     }
 
     #[test]
@@ -347,6 +376,7 @@ mod tests {
         assert_eq!(s.priority, Priority::Normal);
         assert_eq!(s.recipient, Recipient::default());
         assert_eq!(s.order_ref, None);
+        assert_eq!(s.destination, None);
         // A waybill number sent as a JSON number.
         let n = item(r#"{"carrier":"ZTO","number":780000000000003}"#).unwrap();
         assert_eq!(n.id.number.as_str(), "780000000000003");
@@ -359,6 +389,10 @@ mod tests {
             "carrier required: could not detect it from the number"
         );
         assert_eq!(reason(r#"{"carrier":"YTO"}"#), "`number` is required");
+        assert!(
+            reason(r#"{"carrier":"YTO","number":"YT1000000000001","destination":"Atlantis"}"#)
+                .starts_with("`destination` \"Atlantis\" is not a province"),
+        );
         assert!(reason(r#"{"carrier":"YTO","number":"12"}"#).contains("tracking number"));
         assert!(
             reason(r#"{"carrier":"Y T O","number":"YT1000000000001"}"#).contains("carrier code")
