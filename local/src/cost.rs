@@ -328,6 +328,18 @@ pub const PRICES: [Price; 10] = [
     },
 ];
 
+/// What the scheduler costs a month whatever the load: EventBridge runs it every minute
+/// (`rate(1 minute)`, 43,200 runs in 30 days), each run one invocation of `memory_mb` for
+/// `seconds_per_run` and one eventually consistent due-index Query per shard (half an RRU when
+/// nothing, or little, is due). The per-check figures count the scheduler per tick of the run
+/// instead; this is the floor under them.
+pub fn scheduler_standing_usd_per_month(seconds_per_run: f64, memory_mb: u64, shards: u32) -> f64 {
+    const RUNS: f64 = 30.0 * 24.0 * 60.0;
+    RUNS * (price("lambda.request") / 1e6
+        + seconds_per_run * memory_mb as f64 / 1024.0 * price("lambda.gb_second_arm")
+        + shards as f64 * 0.5 * price("dynamodb.rru") / 1e6)
+}
+
 pub fn price(key: &str) -> f64 {
     PRICES.iter().find(|p| p.key == key).map_or(0.0, |p| p.usd)
 }
@@ -608,6 +620,18 @@ mod tests {
             "sns.Publish"
         );
         assert_eq!(operation(&none, b"GET /moto-api/data.json"), "other");
+    }
+
+    /// 43,200 runs: $0.20/M requests, 50 ms at 128 MB, 16 half-RRU queries.
+    #[test]
+    fn the_schedulers_standing_cost_is_a_few_cents_a_month() {
+        let usd = scheduler_standing_usd_per_month(0.05, 128, 16);
+        let want = 43_200.0
+            * (price("lambda.request") / 1e6
+                + 0.05 / 8.0 * price("lambda.gb_second_arm")
+                + 8.0 * price("dynamodb.rru") / 1e6);
+        assert!((usd - want).abs() < 1e-12, "{usd} {want}");
+        assert!(usd > 0.01 && usd < 1.0, "{usd}");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Throughput {
     pub notifier_invocations: u64,
     pub ops: BTreeMap<String, OpStats>,
     pub cost: CostEstimate,
+    /// The scheduler's memory size in the template.
+    pub scheduler_memory_mb: u64,
 }
 
 pub async fn run(parcels: usize, hours: i64, seed: u64) -> Result<Throughput, BoxError> {
@@ -96,6 +98,7 @@ pub async fn run(parcels: usize, hours: i64, seed: u64) -> Result<Throughput, Bo
         },
     ];
     let cost = cost::estimate(checks, &ops, &functions);
+    let scheduler_memory_mb = mem("scheduler");
     proxy.shutdown().await;
     Ok(Throughput {
         parcels,
@@ -113,6 +116,7 @@ pub async fn run(parcels: usize, hours: i64, seed: u64) -> Result<Throughput, Bo
         notifier_invocations,
         ops,
         cost,
+        scheduler_memory_mb,
     })
 }
 
@@ -176,5 +180,35 @@ pub fn cost_figures(r: &Throughput) -> Vec<Figure> {
             super::table::fmt_num(c.sms_per_1m_checks, 0)
         ),
     ));
+    let per_run = r.scheduler_s / r.ticks.max(1) as f64;
+    out.push(Figure::num(
+        S,
+        "scheduler's standing cost per month (whatever the load)",
+        cost::scheduler_standing_usd_per_month(per_run, r.scheduler_memory_mb, TEMPLATE_DUE_SHARDS),
+        2,
+        "USD/month",
+        format!(
+            "rate(1 minute): 43,200 runs a month of {:.0} ms (the run's mean per tick, an upper bound) at {} MB, {TEMPLATE_DUE_SHARDS} due-shard queries each",
+            per_run * 1000.0,
+            r.scheduler_memory_mb
+        ),
+    ));
     out
+}
+
+/// The template's `DUE_SHARDS`.
+const TEMPLATE_DUE_SHARDS: u32 = 16;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_due_shards_are_the_templates() {
+        let template =
+            std::fs::read_to_string(crate::moto::workspace_root().unwrap().join("template.yaml"))
+                .unwrap();
+        assert!(
+            template.contains(&format!("DUE_SHARDS: \"{}\"", super::TEMPLATE_DUE_SHARDS)),
+            "template.yaml's DUE_SHARDS changed: update TEMPLATE_DUE_SHARDS"
+        );
+    }
 }
