@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         dead_letters: CountingDlq::default(),
         concurrency: 4,
         subscriber: None,
-        history: std::sync::Arc::new(parcelwatch::domain::NoHistory),
+        ctx: parcelwatch::domain::CheckContext::standalone(),
     };
     let response = block_on(handle_batch(&tracker, event, now()));
     for failure in &response.batch_item_failures {

@@ -1,7 +1,7 @@
 //! Helpers shared by the fuzz targets: cheap invariants on parser output and a tiny executor.
 
 use chrono::{DateTime, TimeZone, Utc};
-use parcelwatch::domain::{keyed_events, TraceSnapshot};
+use parcelwatch::domain::{identify, TraceSnapshot};
 use std::future::Future;
 
 /// A fixed "now", so a run is reproducible (parsers that need a clock take it as an argument).
@@ -16,17 +16,21 @@ pub fn text(data: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(data)
 }
 
-/// Invariants every normalized snapshot keeps: keying sorts the events by time without losing
-/// any, and the sequence numbers count lines sharing one second.
+/// Invariants every normalized snapshot keeps: identifying its lines sorts them by key, drops
+/// only repeats of one identity, and never dates a line beyond now plus the tolerance.
 pub fn check_snapshot(snap: &TraceSnapshot) {
-    let keyed = keyed_events(&snap.events);
-    assert_eq!(keyed.len(), snap.events.len(), "keying lost events");
+    let keyed = identify(&snap.events, now());
+    let mut ids: Vec<_> = snap.events.iter().map(|e| e.line_id()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(keyed.len(), ids.len(), "identifying lost or invented lines");
     for pair in keyed.windows(2) {
         let (a, b) = (&pair[0].0, &pair[1].0);
         assert!(a < b, "event keys not strictly ascending: {a:?} then {b:?}");
     }
     for (key, event) in &keyed {
         assert_eq!(key.time, event.time);
+        assert!(event.time <= now() + parcelwatch::domain::FUTURE_TOLERANCE);
         let _ = key.sk();
     }
     let _ = snap.status.as_str();
@@ -97,6 +101,7 @@ pub mod fakes {
                     location: Some("杭州市".into()),
                     status: Some(Status::InTransit),
                     raw_code: Some("2".into()),
+                    claimed_time: None,
                 }],
             })
         }

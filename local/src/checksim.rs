@@ -3,7 +3,7 @@
 //! on the journeys the demo uses (`sandbox::journey::plan`, the demo carriers, every journey kind
 //! at the simulator's weights).
 //!
-//! Four strategies, each run through the domain's own `apply_check_with` (so the adaptive
+//! Four strategies, each run through the domain's own `decide` (so the adaptive
 //! figures are those of the code the tracker runs, expiry included):
 //! - **fixed**: a check every 5 minutes, the seed's poll;
 //! - **adaptive**: the check schedule (`schedule::plan`) on its default cadence table, picked up
@@ -25,10 +25,11 @@ use crate::sandbox::journey::{
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use parcelwatch::domain::stall::LearnedHistory;
 use parcelwatch::domain::{
-    apply_check_with, Priority, Recipient, SchedulePolicy, Shipment, ShipmentId, StageHistory,
+    decide, CheckContext, Observation, Priority, Recipient, Shipment, ShipmentId, StageHistory,
     Status, SubStatus, TraceEvent, TraceSnapshot, SAFETY_NET,
 };
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::fmt;
 
 /// The scheduler's period: a due check is picked up on the next tick.
@@ -100,6 +101,7 @@ fn answers(j: &Journey) -> Vec<TraceSnapshot> {
                 location: Some(s.location.clone()),
                 status: Some(truth_status(&s.action)),
                 raw_code: Some(s.action.clone()),
+                claimed_time: None,
             });
         }
         out.push(TraceSnapshot {
@@ -129,7 +131,8 @@ pub struct Followed {
     pub seen: Vec<(DateTime<Utc>, Status)>,
 }
 
-/// Follow journey `j` of waybill `id`, registered at `start`, with `strategy` under `policy`;
+/// Follow journey `j` of waybill `id`, registered at `start`, with `strategy` under `ctx` (the
+/// tracker's whole decision: schedule, stall and late deadlines, expiry);
 /// checks and pushes happen on the scheduler's ticks (every `tick` from `start`).
 pub fn follow(
     j: &Journey,
@@ -138,7 +141,7 @@ pub fn follow(
     priority: Priority,
     start: DateTime<Utc>,
     tick: Duration,
-    policy: &SchedulePolicy,
+    ctx: &CheckContext,
 ) -> Followed {
     let answers = answers(j);
     let answer_at = |t: DateTime<Utc>| &answers[j.steps.partition_point(|s| s.at <= t)];
@@ -189,11 +192,13 @@ pub fn follow(
             call(&mut f, s.status);
         }
         t = at;
-        let out = apply_check_with(&s, answer_at(at), at, policy);
-        s = out.updated;
-        if is_push {
-            s.last_push_at = Some(at);
-        }
+        let answer = answer_at(at);
+        let seen = if is_push {
+            Observation::push(answer)
+        } else {
+            Observation::poll(answer, "kdniao")
+        };
+        s = decide(&s, seen, ctx, at).updated;
         if let (Strategy::Fixed { interval }, Some(_)) = (strategy, s.next_check_at) {
             s.next_check_at = Some(at + interval);
         }
@@ -404,7 +409,7 @@ pub fn measure(
     strategy: Strategy,
     priority: Priority,
     tick: Duration,
-    history: &dyn StageHistory,
+    history: &Arc<dyn StageHistory + Send + Sync>,
 ) -> Figures {
     let mut calls = 0;
     let mut by: BTreeMap<Status, u64> = BTreeMap::new();
@@ -412,16 +417,13 @@ pub fn measure(
     let mut near = Vec::new();
     let mut missed: BTreeMap<Status, u64> = BTreeMap::new();
     let mut delivered = 0;
-    let defaults = SchedulePolicy::default();
+    let ctx = if strategy == Strategy::Learned {
+        CheckContext::new(history.clone())
+    } else {
+        CheckContext::standalone()
+    };
     for (id, j) in journeys {
-        let learned;
-        let policy = if strategy == Strategy::Learned {
-            learned = defaults.with_history(history, id.carrier.as_str());
-            &learned
-        } else {
-            &defaults
-        };
-        let f = follow(j, id, strategy, priority, start, tick, policy);
+        let f = follow(j, id, strategy, priority, start, tick, &ctx);
         let d = detect(j, &f);
         calls += f.calls;
         for (s, n) in &f.calls_by_status {
@@ -462,7 +464,7 @@ pub fn measure(
 pub fn compare(n: usize, seed: u64, priority: Priority) -> Comparison {
     let (start, js) = journeys(n, seed);
     let (_, training) = journeys(TRAINING_PER_MEASURED * n, seed.wrapping_add(1));
-    let history = learn(&training);
+    let history: Arc<dyn StageHistory + Send + Sync> = Arc::new(learn(&training));
     let mut kinds: Vec<(JourneyKind, usize)> = JourneyKind::ALL
         .iter()
         .map(|k| (*k, js.iter().filter(|(_, j)| j.kind == *k).count()))
@@ -599,7 +601,7 @@ mod tests {
     fn no_stage_is_stepped_over_at_the_pipelines_ten_minute_tick() {
         let (start, js) = journeys(300, 11);
         let (_, training) = journeys(300, 12);
-        let history = learn(&training);
+        let history: Arc<dyn StageHistory + Send + Sync> = Arc::new(learn(&training));
         for (priority, strategy) in [
             (Priority::Normal, Strategy::Adaptive),
             (Priority::High, Strategy::Adaptive),
@@ -656,7 +658,7 @@ mod tests {
             Priority::Normal,
             start,
             TICK,
-            &SchedulePolicy::default(),
+            &CheckContext::standalone(),
         );
         let d = detect(j, &fixed);
         assert!(d.missed.is_empty(), "{:?}", d.missed);
@@ -676,7 +678,7 @@ mod tests {
             Priority::Normal,
             start,
             TICK,
-            &SchedulePolicy::default(),
+            &CheckContext::standalone(),
         );
         let d = detect(j, &daily);
         assert!(d.missed.values().sum::<u64>() >= 2, "{d:?}");
@@ -706,7 +708,7 @@ mod tests {
                 Priority::Normal,
                 start,
                 TICK,
-                &SchedulePolicy::default(),
+                &CheckContext::standalone(),
             );
             let last_line = j.steps.iter().rev().find(|s| s.emits_line).map(|s| s.at);
             let (at, st) = *f.seen.last().expect("checked");

@@ -5,9 +5,9 @@
 //! 1. parse the body (serde) and normalize it (status mapping, times, line codes) into a
 //!    [`TraceSnapshot`] — `kdniao::decode_response` + `response_to_snapshot`, or
 //!    `kuaidi100::decode_query_response`, as the clients do;
-//! 2. decide: the carrier's learned cadence from the history the tracker holds
-//!    (`SchedulePolicy::with_history`), [`apply_check_with`] (new lines, transition, next check),
-//!    then the stall and delay verdict (`stall::settle`), as `tracking::apply_snapshot_to` does;
+//! 2. decide ([`decide`]): the carrier's learned cadence from the history the tracker holds,
+//!    new lines by identity, transition, the stall and delay verdict, next check, as
+//!    `tracking::apply` does;
 //! 3. build the write the store sends: the new lines' `EVT#` items and the `META` item with its
 //!    version bumped, as DynamoDB attribute maps (`serde_dynamo`, what `DynamoStore::save` does).
 //!
@@ -18,8 +18,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
 use parcelwatch::domain::stats::{HistorySnapshot, StageStats};
 use parcelwatch::domain::{
-    apply_check, apply_check_with, stall, CheckOutcome, Priority, Recipient, SchedulePolicy,
-    Shipment, ShipmentId, Status, TraceSnapshot,
+    CheckContext, Decision, Observation, Priority, Recipient, SchedulePolicy, Shipment,
+    ShipmentId, Status, TraceSnapshot,
 };
 use parcelwatch::providers::kdniao::{
     decode_response, format_accept_time, response_to_snapshot, KdniaoResponse, KdniaoTrace,
@@ -181,14 +181,20 @@ fn holding_19(snapshot_19: &TraceSnapshot) -> Shipment {
         Some("TB-4242".into()),
         start() - Duration::hours(6),
     );
-    let mut s = apply_check(&registered, snapshot_19, start() + Duration::hours(37)).updated;
+    let mut s = parcelwatch::domain::decide(
+        &registered,
+        Observation::poll(snapshot_19, "kdniao"),
+        &CheckContext::standalone(),
+        start() + Duration::hours(37),
+    )
+    .updated;
     s.version = 17;
     s
 }
 
 /// Step 3: the items `DynamoStore::save` writes (BatchWriteItem of the new lines, then the
 /// conditional PutItem of `META` at version + 1).
-fn write_items(outcome: &CheckOutcome) -> (Vec<Item>, Item) {
+fn write_items(outcome: &Decision) -> (Vec<Item>, Item) {
     let s = &outcome.updated;
     let events = outcome
         .new_events
@@ -220,23 +226,15 @@ fn history() -> HistorySnapshot {
     h
 }
 
-/// Step 2, as the tracker decides: learned cadence, apply_check_with, stall verdict.
+/// Step 2, as the tracker decides: one [`parcelwatch::domain::decide`] under the context the
+/// tracker builds once per cold start.
 fn decide(
     current: &Shipment,
     snap: &TraceSnapshot,
-    history: &HistorySnapshot,
+    ctx: &CheckContext,
     now: DateTime<Utc>,
-) -> CheckOutcome {
-    let policy = SchedulePolicy::default().with_history(history, current.id.carrier.as_str());
-    let mut outcome = apply_check_with(current, snap, now, &policy);
-    stall::settle(
-        current,
-        &mut outcome,
-        &stall::Facts::from_snapshot(snap),
-        history,
-        now,
-    );
-    outcome
+) -> Decision {
+    parcelwatch::domain::decide(current, Observation::poll(snap, "kdniao"), ctx, now)
 }
 
 fn kdniao_parse(body: &str, now: DateTime<Utc>) -> TraceSnapshot {
@@ -251,10 +249,12 @@ fn checks(c: &mut Criterion) {
     let k100_20 = kuaidi100_body(20);
     let current = holding_19(&kd_19);
     let history = history();
+    let ctx = CheckContext::new(std::sync::Arc::new(history.clone()));
+    let bare = CheckContext::standalone();
 
     // The figures are only meaningful if the check does what it claims: one new line, one
     // transition to OutForDelivery, two items to write.
-    let outcome = decide(&current, &kdniao_parse(&kd_20, now), &history, now);
+    let outcome = decide(&current, &kdniao_parse(&kd_20, now), &ctx, now);
     assert_eq!(outcome.new_events.len(), 1, "exactly the 20th line is new");
     // The history is in use: every stage's cadence is learned (typical gap and quiet start).
     let learned = SchedulePolicy::default().with_history(&history, "YTO");
@@ -272,7 +272,7 @@ fn checks(c: &mut Criterion) {
     let k100 = decode_query_response(&k100_20).expect("the Kuaidi100 answer decodes");
     assert_eq!(k100.events.len(), 20);
     assert_eq!(
-        apply_check(&current, &k100, now).new_events.len(),
+        decide(&current, &k100, &bare, now).new_events.len(),
         1,
         "Kuaidi100's reading of the same trace adds the same one line"
     );
@@ -281,14 +281,14 @@ fn checks(c: &mut Criterion) {
     g.bench_function("kdniao_20_lines", |b| {
         b.iter(|| {
             let snap = kdniao_parse(black_box(&kd_20), now);
-            let outcome = decide(black_box(&current), &snap, &history, now);
+            let outcome = decide(black_box(&current), &snap, &ctx, now);
             black_box(write_items(&outcome))
         })
     });
     g.bench_function("kuaidi100_20_lines", |b| {
         b.iter(|| {
             let snap = decode_query_response(black_box(&k100_20)).expect("decodes");
-            let outcome = decide(black_box(&current), &snap, &history, now);
+            let outcome = decide(black_box(&current), &snap, &ctx, now);
             black_box(write_items(&outcome))
         })
     });
@@ -298,10 +298,10 @@ fn checks(c: &mut Criterion) {
     });
     let snap = kdniao_parse(&kd_20, now);
     g.bench_function("apply_check", |b| {
-        b.iter(|| black_box(apply_check(black_box(&current), black_box(&snap), now)))
+        b.iter(|| black_box(decide(black_box(&current), black_box(&snap), &bare, now)))
     });
     g.bench_function("decide", |b| {
-        b.iter(|| black_box(decide(black_box(&current), black_box(&snap), &history, now)))
+        b.iter(|| black_box(decide(black_box(&current), black_box(&snap), &ctx, now)))
     });
     g.bench_function("write_items", |b| {
         b.iter(|| black_box(write_items(black_box(&outcome))))

@@ -1,26 +1,18 @@
-//! The one path from a provider's answer to the table, shared by the tracker (poll) and the
-//! api's push routes: read the shipment, fold the snapshot in with the pure [`apply_check`](crate::domain::apply_check),
-//! write conditionally on its version, and on a lost race re-read and fold again.
+//! The one write path from a decision to the table, shared by the tracker (polls, refusals,
+//! waits, subscriptions) and the api's push routes: take the shipment as held (or read it),
+//! [`decide`] under the caller's [`CheckContext`], write the decision conditionally on the
+//! version read, and on a lost race re-read and decide again.
 
-use crate::domain::schedule::respect_requery_floor;
-use crate::domain::{apply_check_with, SchedulePolicy, ShipmentId, TraceSnapshot, Transition};
-use crate::domain::{stall, NoHistory, StageHistory};
+use crate::domain::{decide, CheckContext, Observation, Shipment, ShipmentId, Transition};
 use crate::store::{ShipmentStore, StoreError};
 use chrono::{DateTime, Utc};
+
+pub use crate::domain::Source;
 
 /// Conditional-write races retried before giving up (the caller retries later).
 pub const CONFLICT_ATTEMPTS: u32 = 3;
 
-/// How the answer reached us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// We asked this provider (tracker).
-    Poll { provider: &'static str },
-    /// The provider pushed it (api push routes).
-    Push,
-}
-
-/// What folding one answer did.
+/// What applying one observation did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
     Written {
@@ -32,6 +24,9 @@ pub enum Applied {
     AlreadyFinal,
     /// No such shipment in the table.
     NotRegistered,
+    /// Someone else wrote the shipment first and the observation says to leave theirs standing
+    /// (a stated wait: whatever they wrote was decided on fresher news).
+    Superseded,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,61 +46,20 @@ impl ApplyError {
     }
 }
 
-/// Fold `snapshot` into the stored shipment `id` and write it. Idempotent: applying the same
-/// snapshot twice adds no line and no transition the second time. Schedules with the default
-/// [`SchedulePolicy`] and judges stalls on the stages' fallback thresholds; see
-/// [`apply_snapshot_with`].
-pub async fn apply_snapshot<S: ShipmentStore>(
+/// Apply `observation` to shipment `id` and write the decision. `held` is the shipment as the
+/// caller has just read it (the tracker reads its batch at once), saving a read; `None` reads
+/// it here. The write is conditional on the version decided on, so a change made meanwhile (a
+/// push during a poll) loses nothing: the write fails, the shipment is read afresh and the
+/// observation decided again on it. Idempotent: the same trace twice adds no line and no
+/// transition the second time.
+pub async fn apply<S: ShipmentStore>(
     store: &S,
     id: &ShipmentId,
-    snapshot: &TraceSnapshot,
-    source: Source,
+    held: Option<Shipment>,
+    observation: Observation<'_>,
+    ctx: &CheckContext,
     now: DateTime<Utc>,
 ) -> Result<Applied, ApplyError> {
-    apply_snapshot_with(
-        store,
-        id,
-        snapshot,
-        source,
-        now,
-        &SchedulePolicy::default(),
-        &NoHistory,
-    )
-    .await
-}
-
-/// [`apply_snapshot`] under an explicit schedule policy (expiry windows, learned cadences),
-/// judging stalls and delays against `history` ([`stall::settle`] runs right after
-/// [`apply_check_with`], inside the write race, so the flag is decided on the shipment that is
-/// written).
-pub async fn apply_snapshot_with<S: ShipmentStore>(
-    store: &S,
-    id: &ShipmentId,
-    snapshot: &TraceSnapshot,
-    source: Source,
-    now: DateTime<Utc>,
-    policy: &SchedulePolicy,
-    history: &(dyn StageHistory + Sync),
-) -> Result<Applied, ApplyError> {
-    apply_snapshot_to(store, id, None, snapshot, source, now, policy, history).await
-}
-
-/// [`apply_snapshot_with`] starting from `held`, the shipment as the caller has just read it
-/// (the tracker reads it before asking the provider): one read fewer per check. The write is
-/// conditional on `held`'s version, so a change made meanwhile (a push) loses nothing: the
-/// write fails, the shipment is read afresh and the snapshot applied to it.
-#[allow(clippy::too_many_arguments)]
-pub async fn apply_snapshot_to<S: ShipmentStore>(
-    store: &S,
-    id: &ShipmentId,
-    held: Option<crate::domain::Shipment>,
-    snapshot: &TraceSnapshot,
-    source: Source,
-    now: DateTime<Utc>,
-    policy: &SchedulePolicy,
-    history: &(dyn StageHistory + Sync),
-) -> Result<Applied, ApplyError> {
-    let policy = policy.with_history(history, id.carrier.as_str());
     let mut held = held.filter(|s| s.id == *id);
     for attempt in 0..CONFLICT_ATTEMPTS {
         let shipment = match held.take() {
@@ -118,34 +72,27 @@ pub async fn apply_snapshot_to<S: ShipmentStore>(
         if shipment.status.is_terminal() {
             return Ok(Applied::AlreadyFinal);
         }
-        let mut outcome = apply_check_with(&shipment, snapshot, now, &policy);
-        let facts = stall::Facts::from_snapshot(snapshot);
-        stall::settle(&shipment, &mut outcome, &facts, history, now);
-        match source {
-            Source::Push => outcome.updated.last_push_at = Some(now),
-            Source::Poll { provider } => {
-                outcome.updated.last_provider = Some(provider.to_string());
-                outcome.updated.next_check_at =
-                    respect_requery_floor(outcome.updated.next_check_at, provider, now);
-            }
-        }
-        match store.save(&outcome.updated, &outcome.new_events).await {
+        let d = decide(&shipment, observation, ctx, now);
+        match store.save(&d.updated, &d.new_events).await {
             Ok(version) => {
-                if let Some(tr) = &outcome.transition {
+                if let Some(tr) = &d.transition {
                     tracing::info!(from = %tr.from, to = %tr.to,
                         sub_status = ?tr.to_sub.as_ref().map(|s| s.to_string()),
-                        new_events = outcome.new_events.len(), version, source = ?source,
-                        "status transition");
+                        new_events = d.new_events.len(), version, "status transition");
                 }
-                if let Some(ig) = outcome.ignored {
+                if let (Some(ig), Observation::Trace { snapshot, source }) = (d.ignored, observation)
+                {
                     tracing::info!(reason = ?ig, provider_status = %snapshot.status, source = ?source,
                         "provider answer not applied");
                 }
                 return Ok(Applied::Written {
-                    transition: outcome.transition,
-                    new_events: outcome.new_events.len(),
+                    transition: d.transition,
+                    new_events: d.new_events.len(),
                     version,
                 });
+            }
+            Err(StoreError::Conflict(_)) if matches!(observation, Observation::Wait { .. }) => {
+                return Ok(Applied::Superseded)
             }
             Err(StoreError::Conflict(reason)) => {
                 tracing::info!(attempt, %reason, "lost a write race; re-reading");
@@ -160,7 +107,20 @@ pub async fn apply_snapshot_to<S: ShipmentStore>(
 mod tests {
     use super::*;
     use crate::domain::{Priority, Recipient, Shipment, Status, SubStatus, TraceEvent};
+    use crate::domain::{SchedulePolicy, TraceSnapshot};
     use crate::store::MemoryStore;
+
+    /// A trace applied by `source` with the stated defaults and no history.
+    async fn apply_snapshot(
+        store: &MemoryStore,
+        id: &ShipmentId,
+        snapshot: &TraceSnapshot,
+        source: Source,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, ApplyError> {
+        let obs = Observation::Trace { snapshot, source };
+        apply(store, id, None, obs, &CheckContext::standalone(), now).await
+    }
     use chrono::TimeZone;
 
     fn now() -> DateTime<Utc> {
@@ -178,6 +138,7 @@ mod tests {
                     location: None,
                     status: Some(status),
                     raw_code: Some(code.into()),
+                    claimed_time: None,
                 })
                 .collect(),
         }
@@ -318,7 +279,17 @@ mod tests {
             .await
             .unwrap();
         let day3 = now() + chrono::Duration::days(3);
-        apply_snapshot_with(&store, &id, &snap, poll, day3, &policy, &NoHistory)
+        apply(
+            &store,
+            &id,
+            None,
+            Observation::Trace {
+                snapshot: &snap,
+                source: poll,
+            },
+            &CheckContext::standalone().with_policy(policy),
+            day3,
+        )
             .await
             .unwrap();
         assert_eq!(store.shipment(&id).unwrap().status, Status::Expired);
@@ -340,16 +311,13 @@ mod tests {
         )
         .await
         .unwrap();
-        let poll = Source::Poll { provider: "kdniao" };
-        let out = apply_snapshot_to(
+        let out = apply(
             &store,
             &id,
             Some(held),
-            &snapshot(Status::InTransit, "2", 5),
-            poll,
+            Observation::poll(&snapshot(Status::InTransit, "2", 5), "kdniao"),
+            &CheckContext::standalone(),
             now(),
-            &SchedulePolicy::default(),
-            &NoHistory,
         )
         .await
         .unwrap();
@@ -370,15 +338,13 @@ mod tests {
         assert!(stored.last_push_at.is_some(), "the push's write is kept");
         // A fresh copy is written on the first attempt: one read fewer than apply_snapshot.
         let fresh = store.shipment(&id).unwrap();
-        let again = apply_snapshot_to(
+        let again = apply(
             &store,
             &id,
             Some(fresh),
-            &snapshot(Status::InTransit, "2", 6),
-            poll,
+            Observation::poll(&snapshot(Status::InTransit, "2", 6), "kdniao"),
+            &CheckContext::standalone(),
             now(),
-            &SchedulePolicy::default(),
-            &NoHistory,
         )
         .await
         .unwrap();
@@ -395,15 +361,13 @@ mod tests {
             None,
             now(),
         );
-        let out = apply_snapshot_to(
+        let out = apply(
             &store,
             &id,
             Some(other),
-            &snapshot(Status::InTransit, "2", 6),
-            poll,
+            Observation::poll(&snapshot(Status::InTransit, "2", 6), "kdniao"),
+            &CheckContext::standalone(),
             now(),
-            &SchedulePolicy::default(),
-            &NoHistory,
         )
         .await
         .unwrap();
@@ -437,26 +401,23 @@ mod tests {
             location: None,
             status: Some(Status::OutForDelivery),
             raw_code: Some("202".into()),
+            claimed_time: None,
         });
-        let poll = Source::Poll { provider: "kdniao" };
+        let history = std::sync::Arc::new(history);
         let mut wants = Vec::new();
         for learned in [false, true] {
             let (store, id) = store_with(false);
             let mut s = store.shipment(&id).unwrap();
             s.priority = Priority::High;
             store.insert(s);
-            let history: &(dyn StageHistory + Sync) = if learned { &history } else { &NoHistory };
-            apply_snapshot_with(
-                &store,
-                &id,
-                &snap,
-                poll,
-                now(),
-                &SchedulePolicy::default(),
-                history,
-            )
-            .await
-            .unwrap();
+            let ctx = if learned {
+                CheckContext::new(history.clone())
+            } else {
+                CheckContext::standalone()
+            };
+            apply(&store, &id, None, Observation::poll(&snap, "kdniao"), &ctx, now())
+                .await
+                .unwrap();
             wants.push(store.shipment(&id).unwrap().next_check_at);
         }
         assert_eq!(

@@ -30,7 +30,8 @@ use parcelwatch::providers::push::{PushBatch, PushError};
 use parcelwatch::providers::recognize::Recognizer;
 use parcelwatch::providers::{kdniao_push, kuaidi100};
 use parcelwatch::store::{ShipmentStore, StoreError};
-use parcelwatch::tracking::{apply_snapshot, Applied, Source};
+use parcelwatch::domain::{CheckContext, Observation};
+use parcelwatch::tracking::{apply, Applied};
 use serde_json::{json, Value};
 use tracing::Instrument;
 
@@ -52,6 +53,9 @@ pub struct Api<S, R = NoRecognizer> {
     /// The delivery history (analytics routes, ETAs). None: routes answer 503, ETAs use the
     /// fixed default.
     pub history: Option<std::sync::Arc<dyn HistorySource>>,
+    /// What pushes are decided under: the tracker's context (schedule policy, the carriers'
+    /// live history, the providers' rules), so that a push and a poll decide alike.
+    pub ctx: CheckContext,
 }
 
 impl<S> Api<S> {
@@ -63,6 +67,7 @@ impl<S> Api<S> {
             recognizer: None,
             vault: Vault::disabled(),
             history: None,
+            ctx: CheckContext::standalone(),
         }
     }
 }
@@ -76,6 +81,7 @@ impl<S, R> Api<S, R> {
             recognizer,
             vault: self.vault,
             history: self.history,
+            ctx: self.ctx,
         }
     }
 
@@ -85,6 +91,11 @@ impl<S, R> Api<S, R> {
             history: Some(history),
             ..self
         }
+    }
+
+    /// The same api, deciding pushes under `ctx`.
+    pub fn with_check_context(self, ctx: CheckContext) -> Self {
+        Api { ctx, ..self }
     }
 
     /// The same api, sealing phones with `vault` (without one, a registration with a phone
@@ -677,6 +688,7 @@ fn refused_items(batch: &PushBatch) -> Option<&PushError> {
 /// Fold every update of an authentic push into the table through the tracker's own path.
 pub async fn apply_push<S: ShipmentStore>(
     store: &S,
+    ctx: &CheckContext,
     provider: &'static str,
     batch: &PushBatch,
     now: DateTime<Utc>,
@@ -688,7 +700,7 @@ pub async fn apply_push<S: ShipmentStore>(
     };
     for update in &batch.updates {
         let id = &update.id;
-        match apply_snapshot(store, id, &update.snapshot, Source::Push, now).await {
+        match apply(store, id, None, Observation::push(&update.snapshot), ctx, now).await {
             Ok(Applied::Written {
                 transition,
                 new_events,
@@ -698,7 +710,7 @@ pub async fn apply_push<S: ShipmentStore>(
                 summary.new_events += new_events;
                 summary.transitions += usize::from(transition.is_some());
             }
-            Ok(Applied::AlreadyFinal) => summary.already_final += 1,
+            Ok(Applied::AlreadyFinal | Applied::Superseded) => summary.already_final += 1,
             Ok(Applied::NotRegistered) => {
                 summary.not_registered += 1;
                 tracing::info!(provider, shipment = %id, "push for a shipment we do not track; ignored");
@@ -754,7 +766,7 @@ async fn push_kdniao<S: ShipmentStore, R: Recognizer>(
         tracing::warn!(provider = "kdniao", error = %e, "push refused: no usable item");
         return answer(e.http_status(), false, &e.to_string());
     }
-    let summary = apply_push(&api.store, "kdniao", &batch, now).await;
+    let summary = apply_push(&api.store, &api.ctx, "kdniao", &batch, now).await;
     if summary.failed > 0 {
         return answer(503, false, PUSH_STORE_DOWN);
     }
@@ -799,7 +811,7 @@ async fn push_kuaidi100<S: ShipmentStore, R: Recognizer>(
             "Kuaidi100 stopped tracking (abort): the waybills need a new subscription"
         );
     }
-    let summary = apply_push(&api.store, "kuaidi100", &batch, now).await;
+    let summary = apply_push(&api.store, &api.ctx, "kuaidi100", &batch, now).await;
     if summary.failed > 0 {
         return kuaidi100_error(503, PUSH_STORE_DOWN);
     }
@@ -1602,7 +1614,7 @@ mod tests {
         let api = tracked();
         let batch =
             kdniao_push::verify_push(&decoded_body(&event(PUSH_KDNIAO)), APP_KEY, EB).unwrap();
-        let first = apply_push(&api.store, "kdniao", &batch, now()).await;
+        let first = apply_push(&api.store, &api.ctx, "kdniao", &batch, now()).await;
         assert_eq!(
             first,
             PushSummary {
@@ -1613,7 +1625,7 @@ mod tests {
                 ..PushSummary::default()
             }
         );
-        let second = apply_push(&api.store, "kdniao", &batch, now()).await;
+        let second = apply_push(&api.store, &api.ctx, "kdniao", &batch, now()).await;
         assert_eq!(
             second,
             PushSummary {
@@ -1703,7 +1715,7 @@ mod tests {
         assert!(api.store.events.lock().unwrap().is_empty());
         let batch =
             kdniao_push::verify_push(&decoded_body(&event(PUSH_KDNIAO)), APP_KEY, EB).unwrap();
-        let summary = apply_push(&api.store, "kdniao", &batch, now()).await;
+        let summary = apply_push(&api.store, &api.ctx, "kdniao", &batch, now()).await;
         assert_eq!(summary.not_registered, 1);
         assert_eq!(summary.written, 0);
     }

@@ -18,7 +18,8 @@ use lambda_runtime::{Error, LambdaEvent};
 use parcelwatch::config::{Config, KdniaoConfig, ProcessEnv};
 use parcelwatch::crypto::Vault;
 use parcelwatch::providers::recognize::KdniaoRecognizer;
-use parcelwatch::store::analytics::DynamoAnalytics;
+use parcelwatch::domain::CheckContext;
+use parcelwatch::store::analytics::{DynamoAnalytics, SharedHistory};
 use parcelwatch::store::DynamoStore;
 
 pub type LiveApi = Api<DynamoStore, KdniaoRecognizer>;
@@ -40,6 +41,9 @@ pub fn build(sdk: &aws_config::SdkConfig, base: &Config, cfg: ApiConfig, vault: 
     .with_history(std::sync::Arc::new(DynamoAnalytics::new(
         aws_sdk_dynamodb::Client::new(sdk),
         &base.table_name,
+    )))
+    .with_check_context(CheckContext::new(SharedHistory::refreshed(
+        DynamoAnalytics::new(aws_sdk_dynamodb::Client::new(sdk), &base.table_name),
     )))
 }
 

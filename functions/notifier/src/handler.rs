@@ -144,6 +144,9 @@ async fn handle_record<L: Ledger, P: Publisher>(
     // A stall or delay we flagged: the merchant is alerted; the buyer hears nothing (render has no
     // message for a sub-status of ours) unless the apology is turned on.
     let alert = stall::alert_for(&transition);
+    // When the change was seen: the check that found it. `status_changed_at` is the stage
+    // clock, which a sub-status change (a flag, a locker reminder) does not move.
+    let seen_at = new.checked_at.unwrap_or(new.status_changed_at);
 
     if let Some(sealed) = &new.recipient.phone {
         if let Some(msg) = render(&new, &transition, new.recipient.locale) {
@@ -175,7 +178,7 @@ async fn handle_record<L: Ledger, P: Publisher>(
             carrier: new.id.carrier.as_str(),
             number: new.id.number.as_str(),
             stage: new.status,
-            quiet_for_minutes: (new.status_changed_at - stall::quiet_since(&new)).num_minutes(),
+            quiet_for_minutes: (seen_at - stall::quiet_since(&new)).num_minutes(),
             threshold_minutes: flag.threshold.map(|d| d.num_minutes()),
             p90_minutes: flag.p90.map(|d| d.num_minutes()),
             basis: flag.basis.map(|b| b.code()),
@@ -183,7 +186,7 @@ async fn handle_record<L: Ledger, P: Publisher>(
             buyer_phone_last4: new.recipient.phone.as_ref().map(|p| p.last4()),
             last_event_at: new.last_event.as_ref().map(|(k, _)| fmt_time(k.time)),
             last_event: new.last_event.as_ref().map(|(_, e)| e.description.as_str()),
-            at: fmt_time(new.status_changed_at),
+            at: fmt_time(seen_at),
             version: new.version,
         };
         let json = serde_json::to_string(&doc).map_err(|e| RecordError::BadImage(e.to_string()))?;
@@ -204,7 +207,7 @@ async fn handle_record<L: Ledger, P: Publisher>(
             to: transition.to,
             sub_status: transition.to_sub.as_ref().map(|s| s.to_string()),
             order_ref: new.order_ref.as_deref(),
-            at: fmt_time(new.status_changed_at),
+            at: fmt_time(seen_at),
             last_event: new.last_event.as_ref().map(|(_, e)| e.description.as_str()),
             version: new.version,
         };

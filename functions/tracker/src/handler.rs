@@ -3,21 +3,15 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
-use parcelwatch::domain::schedule::plan;
-use parcelwatch::domain::{next_check_at, safety_net_check, ShipmentId, StageHistory};
-use parcelwatch::domain::{NextCheck, SchedulePolicy, Status};
+use parcelwatch::domain::{CheckContext, Observation, Shipment, ShipmentId};
 use parcelwatch::providers::failover::{shop_of, NONE_ASKED};
 use parcelwatch::providers::push::{Subscribed, Subscriber};
 use parcelwatch::providers::{ProviderError, RouteContext, TraceProvider, TraceQuery};
 use parcelwatch::queue::{DeadLetters, TrackMessage};
 use parcelwatch::store::{ShipmentStore, StoreError};
-use parcelwatch::tracking::{apply_snapshot_to, Applied, Source};
-use std::sync::Arc;
+use parcelwatch::tracking::{apply, Applied, ApplyError};
 use tracing::Instrument;
 
-/// After a permanent provider rejection, look again this much later (the merchant may fix the
-/// carrier code) instead of hammering the provider every tick.
-const REJECTED_RECHECK_HOURS: i64 = 6;
 /// A stated wait at least this long reschedules the check; a shorter one is left to the queue's
 /// visibility timeout (the message comes back in 3 minutes anyway) — unless no provider was asked
 /// at all (circuit open, out of rate-limit tokens): that check is rescheduled whatever the wait,
@@ -32,11 +26,9 @@ pub struct Tracker<S, P, D, B = NoPush> {
     /// Push mode: shipments of this provider are subscribed on their first check instead of
     /// polled, and then polled only as a safety net. `None`: poll everything.
     pub subscriber: Option<B>,
-    /// What the carriers' past parcels say about quiet gaps and delivery times, read on every
-    /// check (stall and delay thresholds follow it as it grows).
-    /// [`NoHistory`](parcelwatch::domain::NoHistory): the stages'
-    /// fixed fallbacks.
-    pub history: Arc<dyn StageHistory + Send + Sync>,
+    /// What every decision is taken under (schedule policy, the carriers' history, the
+    /// providers' rules): the same context the api's push routes use.
+    pub ctx: CheckContext,
 }
 
 /// The subscriber of a tracker that only polls. Never called: its `Tracker::subscriber` is `None`.
@@ -90,6 +82,19 @@ impl From<StoreError> for RecordError {
     }
 }
 
+impl From<ApplyError> for RecordError {
+    fn from(e: ApplyError) -> Self {
+        if e.is_retryable() {
+            RecordError::Retryable(e.to_string())
+        } else {
+            RecordError::Permanent(e.to_string())
+        }
+    }
+}
+
+/// One SQS batch: every shipment of the batch read at once (one `BatchGetItem`), then each
+/// message checked on its own, at most `concurrency` provider calls in flight. Only the
+/// messages that must come back are reported.
 pub async fn handle_batch<S, P, D, B>(
     t: &Tracker<S, P, D, B>,
     event: SqsEvent,
@@ -101,13 +106,41 @@ where
     D: DeadLetters,
     B: Subscriber,
 {
-    let results: Vec<Option<String>> = stream::iter(event.records)
+    let parsed: Vec<(SqsMessage, Result<ShipmentId, String>)> = event
+        .records
+        .into_iter()
         .map(|msg| {
+            let id = TrackMessage::parse(msg.body.as_deref().unwrap_or("")).map(|(_, id)| id);
+            (msg, id)
+        })
+        .collect();
+    let mut ids: Vec<ShipmentId> = parsed
+        .iter()
+        .filter_map(|(_, id)| id.as_ref().ok().cloned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    // A failed batch read is not fatal: each check then reads its own shipment.
+    let held = match t.store.get_many(&ids).await {
+        Ok(found) => Some(found),
+        Err(e) => {
+            tracing::warn!(error = %e, "batch read failed; reading shipments one by one");
+            None
+        }
+    };
+    let results: Vec<Option<String>> = stream::iter(parsed)
+        .map(|(msg, id)| {
+            // A shipment named twice in one batch: the second check's copy is stale once the
+            // first has written, loses its conditional write and is read afresh.
+            let first_copy = match (&held, &id) {
+                (Some(h), Ok(id)) => Some(h.get(id).cloned()),
+                _ => None,
+            };
             let span = tracing::info_span!(
                 "message",
                 message_id = msg.message_id.as_deref().unwrap_or("")
             );
-            async move { handle_message(t, msg, now).await }.instrument(span)
+            async move { handle_message(t, msg, id, first_copy, now).await }.instrument(span)
         })
         .buffer_unordered(t.concurrency.max(1))
         .collect()
@@ -121,10 +154,13 @@ where
     response
 }
 
-/// Returns the message id when the message must be reported as failed.
+/// Returns the message id when the message must be reported as failed. `held`: the batch read's
+/// answer for this shipment (`Some(None)`: not in the table), `None` when there was none.
 async fn handle_message<S, P, D, B>(
     t: &Tracker<S, P, D, B>,
     msg: SqsMessage,
+    id: Result<ShipmentId, String>,
+    held: Option<Option<Shipment>>,
     now: DateTime<Utc>,
 ) -> Option<String>
 where
@@ -135,10 +171,10 @@ where
 {
     let message_id = msg.message_id.clone().unwrap_or_default();
     let body = msg.body.as_deref().unwrap_or("");
-    let result = match TrackMessage::parse(body) {
+    let result = match id {
         Err(reason) => Err(RecordError::Permanent(reason)),
-        Ok((_, id)) => {
-            process(t, &id, now)
+        Ok(id) => {
+            process(t, &id, held, now)
                 .instrument(tracing::info_span!("shipment", shipment = %id))
                 .await
         }
@@ -168,11 +204,13 @@ where
     }
 }
 
-/// Check one shipment: read, query the provider once, then fold and write through the shared
-/// path (conditional on the version, re-reading on a lost race).
+/// Check one shipment: take it as read (or read it), ask the provider chain once (or subscribe
+/// it for pushes), and write what [`decide`](parcelwatch::domain::decide) makes of the outcome
+/// through the shared write path (conditional on the version, re-reading on a lost race).
 pub async fn process<S, P, D, B>(
     t: &Tracker<S, P, D, B>,
     id: &ShipmentId,
+    held: Option<Option<Shipment>>,
     now: DateTime<Utc>,
 ) -> Result<Processed, RecordError>
 where
@@ -181,7 +219,11 @@ where
     D: DeadLetters,
     B: Subscriber,
 {
-    let Some(shipment) = t.store.get(id).await? else {
+    let shipment = match held {
+        Some(found) => found,
+        None => t.store.get(id).await?,
+    };
+    let Some(shipment) = shipment else {
         return Err(RecordError::Permanent(format!(
             "shipment {id} is not registered"
         )));
@@ -201,12 +243,8 @@ where
     {
         match sub.subscribe(&q).await {
             Ok(done) => {
-                let mut subscribed = shipment.clone();
-                subscribed.subscribed_at = Some(now);
-                subscribed.last_error = None;
-                subscribed.next_check_at = safety_net_check(shipment.status, now);
-                // A lost race re-runs the whole check on redelivery; subscribing twice is harmless.
-                t.store.save(&subscribed, &[]).await?;
+                // A lost race re-runs the decision on the fresh copy; subscribing twice is harmless.
+                apply(&t.store, id, Some(shipment), Observation::Subscribed, &t.ctx, now).await?;
                 tracing::info!(
                     provider = sub.name(),
                     already = done.already_subscribed,
@@ -244,74 +282,38 @@ where
         }) if wait >= DEFER_AT_LEAST || provider == NONE_ASKED => {
             let until =
                 now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(12));
-            let mut deferred = shipment.clone();
-            deferred.next_check_at = Some(until);
-            match t.store.save(&deferred, &[]).await {
-                Ok(_) => {
-                    tracing::info!(%reason, until = %until, "check deferred: the providers asked to wait");
-                    return Ok(Processed::Deferred);
-                }
-                // Someone else wrote meanwhile (a push, another check): their schedule stands.
-                Err(StoreError::Conflict(_)) => return Ok(Processed::Deferred),
-                Err(e) => return Err(e.into()),
-            }
+            let wait = Observation::Wait { until };
+            // Someone else wrote meanwhile (a push, another check): their schedule stands.
+            apply(&t.store, id, Some(shipment), wait, &t.ctx, now).await?;
+            tracing::info!(%reason, until = %until, "check deferred: the providers asked to wait");
+            return Ok(Processed::Deferred);
         }
         Err(ProviderError::Retryable { reason, .. }) => return Err(RecordError::Retryable(reason)),
         Err(ProviderError::Permanent { reason, provider }) => {
-            let mut rejected = shipment.clone();
-            rejected.checked_at = Some(now);
-            rejected.last_error = Some(format!("{provider}: {reason}"));
-            let schedule = plan(&shipment.schedule_input(&SchedulePolicy::default(), now));
-            if schedule == NextCheck::Expire {
-                // Rejected for longer than a parcel may go without news (the schedule's expiry
-                // windows): stop asking. The stream carries `→Expired` to the merchant.
-                rejected.status = Status::Expired;
-                rejected.sub_status = None;
-                rejected.status_changed_at = now;
-                rejected.next_check_at = None;
-            } else {
-                rejected.next_check_at = next_check_at(shipment.status, shipment.priority, now)
-                    .map(|t| t.max(now + chrono::Duration::hours(REJECTED_RECHECK_HOURS)));
-            }
-            match t.store.save(&rejected, &[]).await {
-                Ok(_) | Err(StoreError::Conflict(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+            let rejected = Observation::Rejected {
+                provider,
+                reason: &reason,
+            };
+            apply(&t.store, id, Some(shipment), rejected, &t.ctx, now).await?;
             return Err(RecordError::Permanent(format!(
                 "{provider} rejected {id}: {reason}"
             )));
         }
     };
-    let snapshot = answer.snapshot;
-    let source = Source::Poll {
-        provider: answer.provider,
-    };
-    match apply_snapshot_to(
-        &t.store,
-        id,
-        Some(shipment),
-        &snapshot,
-        source,
-        now,
-        &SchedulePolicy::default(),
-        &*t.history,
-    )
-    .await
-    {
-        Ok(Applied::Written {
+    let observed = Observation::poll(&answer.snapshot, answer.provider);
+    match apply(&t.store, id, Some(shipment), observed, &t.ctx, now).await? {
+        Applied::Written {
             transition,
             new_events,
             ..
-        }) => Ok(Processed::Checked {
+        } => Ok(Processed::Checked {
             transition: transition.map(|tr| tr.key()),
             new_events,
         }),
-        Ok(Applied::AlreadyFinal) => Ok(Processed::AlreadyFinal),
-        Ok(Applied::NotRegistered) => Err(RecordError::Permanent(format!(
+        Applied::AlreadyFinal | Applied::Superseded => Ok(Processed::AlreadyFinal),
+        Applied::NotRegistered => Err(RecordError::Permanent(format!(
             "shipment {id} is not registered"
         ))),
-        Err(e) if e.is_retryable() => Err(RecordError::Retryable(e.to_string())),
-        Err(e) => Err(RecordError::Permanent(e.to_string())),
     }
 }
 
@@ -319,7 +321,8 @@ where
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use parcelwatch::domain::NoHistory;
+    use parcelwatch::domain::{CheckContext, StageHistory};
+    use std::sync::Arc;
     use parcelwatch::domain::{
         Priority, Recipient, Shipment, Status, SubStatus, TraceEvent, TraceSnapshot,
     };
@@ -390,6 +393,7 @@ mod tests {
                 location: Some("杭州市".into()),
                 status: Some(Status::InTransit),
                 raw_code: Some("2".into()),
+                claimed_time: None,
             })
             .collect();
         TraceSnapshot {
@@ -429,7 +433,7 @@ mod tests {
             dead_letters: Dlq::default(),
             concurrency: 4,
             subscriber: None,
-            history: Arc::new(NoHistory),
+            ctx: CheckContext::standalone(),
         }
     }
 
@@ -592,7 +596,7 @@ mod tests {
         t.store.insert(s);
         let before = *t.provider.calls.lock().unwrap();
         assert_eq!(
-            process(&t, &id, now()).await.unwrap(),
+            process(&t, &id, None, now()).await.unwrap(),
             Processed::AlreadyFinal
         );
         assert_eq!(*t.provider.calls.lock().unwrap(), before);
@@ -627,8 +631,8 @@ mod tests {
         let mut t = tracker();
         let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
         // A carrier that never stays quiet more than 4 h: threshold max(4 h × 1.5, 6 h floor).
-        t.history = Arc::new(QuietGaps(chrono::Duration::hours(4)));
-        let out = process(&t, &id, now()).await.unwrap();
+        t.ctx = CheckContext::new(Arc::new(QuietGaps(chrono::Duration::hours(4))));
+        let out = process(&t, &id, None, now()).await.unwrap();
         assert_eq!(
             out,
             Processed::Checked {
@@ -642,7 +646,7 @@ mod tests {
             Some("parcelwatch:stalled;after=360m;n100")
         );
         // Asked again with the same answer: no transition (the old code does not clear it).
-        let again = process(&t, &id, now() + chrono::Duration::hours(2))
+        let again = process(&t, &id, None, now() + chrono::Duration::hours(2))
             .await
             .unwrap();
         assert_eq!(
@@ -656,8 +660,8 @@ mod tests {
         // A carrier quiet up to 6 h 40 min (threshold 10 h): a parcel whose newest line is 9 h
         // old is not stalled yet, but is due 1 h from now, before the planned 2-hour check.
         let other = ShipmentId::parse("ZTO", "780000000000003").unwrap();
-        t.history = Arc::new(QuietGaps(chrono::Duration::minutes(400)));
-        let out = process(&t, &other, now()).await.unwrap();
+        t.ctx = CheckContext::new(Arc::new(QuietGaps(chrono::Duration::minutes(400))));
+        let out = process(&t, &other, None, now()).await.unwrap();
         assert_eq!(
             out,
             Processed::Checked {
@@ -708,7 +712,7 @@ mod tests {
                 calls: Mutex::default(),
                 refuse: refuse.iter().map(|s| s.to_string()).collect(),
             }),
-            history: Arc::new(NoHistory),
+            ctx: CheckContext::standalone(),
         }
     }
 
@@ -717,7 +721,7 @@ mod tests {
         let t = push_tracker(&[]);
         let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
         assert_eq!(
-            process(&t, &id, now()).await.unwrap(),
+            process(&t, &id, None, now()).await.unwrap(),
             Processed::Subscribed { already: false }
         );
         assert_eq!(*t.provider.calls.lock().unwrap(), 0, "no trace query");
@@ -729,7 +733,7 @@ mod tests {
         );
         // The safety-net check polls, and does not subscribe again.
         let later = now() + parcelwatch::domain::SAFETY_NET;
-        let out = process(&t, &id, later).await.unwrap();
+        let out = process(&t, &id, None, later).await.unwrap();
         assert!(
             matches!(out, Processed::Checked { new_events: 3, .. }),
             "{out:?}"
@@ -750,7 +754,7 @@ mod tests {
     async fn a_refused_subscription_falls_back_to_polling() {
         let t = push_tracker(&["SF1000000000002"]);
         let id = ShipmentId::parse("SF", "SF1000000000002").unwrap();
-        let out = process(&t, &id, now()).await.unwrap();
+        let out = process(&t, &id, None, now()).await.unwrap();
         assert!(
             matches!(out, Processed::Checked { new_events: 1, .. }),
             "{out:?}"
@@ -768,7 +772,7 @@ mod tests {
             Err((true, "quota: 超过每日查询上限".into())),
         );
         let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
-        assert_eq!(process(&t, &id, now()).await.unwrap(), Processed::Deferred);
+        assert_eq!(process(&t, &id, None, now()).await.unwrap(), Processed::Deferred);
         let s = t.store.shipment(&id).unwrap();
         assert_eq!(s.next_check_at, Some(now() + chrono::Duration::hours(8)));
         assert!(t.dead_letters.0.lock().unwrap().is_empty());
@@ -794,17 +798,17 @@ mod tests {
             dead_letters: base.dead_letters,
             concurrency: 1,
             subscriber: None::<NoPush>,
-            history: Arc::new(NoHistory),
+            ctx: CheckContext::standalone(),
         };
         let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
         assert!(matches!(
-            process(&t, &id, now()).await.unwrap(),
+            process(&t, &id, None, now()).await.unwrap(),
             Processed::Checked { .. }
         ));
         let other = ShipmentId::parse("SF", "SF1000000000002").unwrap();
         let before = t.store.shipment(&other).unwrap();
         assert_eq!(
-            process(&t, &other, now()).await.unwrap(),
+            process(&t, &other, None, now()).await.unwrap(),
             Processed::Deferred,
             "a one-minute wait for a token is not a failure of the message"
         );

@@ -44,34 +44,20 @@ pub fn build(
             .map(|push| KdniaoSubscriber::new(push, http)),
         dead_letters: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &cfg.dead_letter_queue_url),
         concurrency: cfg.concurrency,
-        history: history(sdk, base),
+        ctx: parcelwatch::domain::CheckContext::new(history(sdk, base)),
     })
 }
 
-/// How often a container re-reads the delivery history (stall and delay thresholds).
-const HISTORY_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// The delivery history the analytics function keeps, loaded now and every [`HISTORY_REFRESH`]
-/// in the background (a few Queries on the `STATS#` partitions). Until the first load, and
-/// while a load fails, the checks use what they hold (at first: the stages' fallbacks).
+/// The delivery history the analytics function keeps, refreshed in the background.
 fn history(
     sdk: &aws_config::SdkConfig,
     base: &Config,
 ) -> std::sync::Arc<dyn parcelwatch::domain::StageHistory + Send + Sync> {
-    use parcelwatch::store::analytics::{AnalyticsStore, DynamoAnalytics, SharedHistory};
-    let shared = std::sync::Arc::new(SharedHistory::default());
-    let store = DynamoAnalytics::new(aws_sdk_dynamodb::Client::new(sdk), &base.table_name);
-    let target = shared.clone();
-    tokio::spawn(async move {
-        loop {
-            match store.load_history().await {
-                Ok(h) => target.replace(h),
-                Err(e) => tracing::warn!(error = %e, "delivery history not refreshed"),
-            }
-            tokio::time::sleep(HISTORY_REFRESH).await;
-        }
-    });
-    shared
+    use parcelwatch::store::analytics::{DynamoAnalytics, SharedHistory};
+    SharedHistory::refreshed(DynamoAnalytics::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        &base.table_name,
+    ))
 }
 
 /// Every provider the configuration has credentials for, behind the configured routes, each

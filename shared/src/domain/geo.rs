@@ -228,18 +228,20 @@ fn at_destination(s: Status) -> bool {
 /// Note where and when the journey started and where it ends, from the lines a check added
 /// (ascending). The first scan (a line that is not a mere "label created") gives the pickup
 /// time and the origin; the newest line, once the parcel is on the destination side, gives the
-/// destination. A value once known is kept: later lines never move it.
+/// destination. A value once known is kept: later lines never move it (an earlier scan that
+/// arrives late does: the journey started there).
 pub fn note_route(s: &mut Shipment, new_events: &[(EventKey, TraceEvent)]) {
-    if s.picked_up_at.is_none() {
-        let first_scan = new_events
-            .iter()
-            .map(|(_, e)| e)
-            .find(|e| !matches!(e.status, Some(Status::Pending) | Some(Status::InfoReceived)));
-        if let Some(e) = first_scan {
+    // The earliest scan wins, whichever check brought it: a line that arrives late (a reordered
+    // or gap-filling answer) still starts the journey where it started.
+    let first_scan = new_events
+        .iter()
+        .map(|(_, e)| e)
+        .find(|e| !matches!(e.status, Some(Status::Pending) | Some(Status::InfoReceived)));
+    if let Some(e) = first_scan {
+        if s.picked_up_at.is_none_or(|p| e.time < p) {
             s.picked_up_at = Some(e.time);
-            if s.origin.is_none() {
-                s.origin = province_of_line(e.location.as_deref(), &e.description)
-                    .map(|p| p.name.to_string());
+            if let Some(p) = province_of_line(e.location.as_deref(), &e.description) {
+                s.origin = Some(p.name.to_string());
             }
         }
     }
@@ -352,7 +354,11 @@ mod tests {
     #[test]
     fn a_journey_notes_its_origin_pickup_time_and_destination() {
         use crate::domain::{
-            apply_check, Priority, Recipient, ShipmentId, SubStatus, TraceSnapshot,
+            decide, CheckContext, Observation, Priority, Recipient, ShipmentId, SubStatus,
+            TraceSnapshot,
+        };
+        let apply_check = |s: &Shipment, snap: &TraceSnapshot, now| {
+            decide(s, Observation::poll(snap, "kdniao"), &CheckContext::standalone(), now)
         };
         use chrono::{TimeZone, Utc};
         let t = |h: u32| Utc.with_ymd_and_hms(2026, 11, 24, h, 0, 0).unwrap();
@@ -362,6 +368,7 @@ mod tests {
             location: loc.map(String::from),
             status: st,
             raw_code: None,
+            claimed_time: None,
         };
         let snap = |status, events: Vec<TraceEvent>| TraceSnapshot {
             status,

@@ -2,6 +2,7 @@
 
 pub mod cadence;
 pub mod carriers;
+pub mod check;
 pub mod detect;
 pub mod eta;
 pub mod geo;
@@ -23,12 +24,12 @@ pub use schedule::{
     check_interval, next_check_at, plan_next_check, safety_net_check, Priority, SAFETY_NET,
 };
 pub use schedule::{Expiry, NextCheck, ScheduleInput};
-pub use shipment::{apply_check, CheckOutcome, Ignored, Locale, Recipient, Shipment, Transition};
-pub use shipment::{apply_check_with, SchedulePolicy};
+pub use check::{decide, CheckContext, Decision, Observation, ProviderRules, Source};
+pub use shipment::{Ignored, Locale, Recipient, SchedulePolicy, Shipment, Transition};
 pub use stall::{NoHistory, StageHistory};
 pub use status::{Status, SubStatus};
 pub use templates::{render, Notification};
-pub use trace::{keyed_events, EventKey, TraceEvent, TraceSnapshot};
+pub use trace::{identify, EventKey, LineId, TraceEvent, TraceSnapshot, FUTURE_TOLERANCE};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 

@@ -7,14 +7,14 @@
 //!
 //! The verdict is written as a sub-status in our own vocabulary (`parcelwatch:stalled;…`,
 //! `parcelwatch:late;…`): a sub-status change is a [`Transition`], so it reaches the notifier
-//! through the table's stream and the ledger sends its merchant alert once. [`settle`] is the
-//! step the write path runs after [`apply_check`](super::apply_check); it also keeps the flag
-//! from flapping (see there) and pulls the next check forward to the moment the parcel would
-//! become stalled, so that a stall is seen when it happens, not at the next planned check.
+//! through the table's stream and the ledger sends its merchant alert once. The decision after a
+//! check ([`super::check::decide`]) asks [`assess`] and the deadlines here; it also keeps the
+//! flag from flapping and pulls the next check forward to the moment the parcel would become
+//! stalled, so that a stall is seen when it happens, not at the next planned check.
 
-use super::shipment::{CheckOutcome, Shipment, Transition};
+use super::shipment::{Shipment, Transition};
 use super::status::{Status, SubStatus};
-use super::trace::TraceSnapshot;
+use super::trace::{EventKey, TraceEvent, TraceSnapshot};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 
@@ -338,6 +338,24 @@ pub struct Facts<'a> {
 }
 
 impl Facts<'_> {
+    /// Pickup from an answer's identified lines (as [`Facts::from_snapshot`]), leaving out
+    /// future-dated ones: a wrong clock does not start the journey.
+    pub fn from_lines(lines: &[(EventKey, TraceEvent)]) -> Facts<'static> {
+        let dated = || lines.iter().map(|(_, e)| e).filter(|e| !e.is_future_dated());
+        let first_picked = dated()
+            .filter(|e| {
+                e.status
+                    .is_some_and(|s| s.progress() >= Status::PickedUp.progress())
+            })
+            .map(|e| e.time)
+            .min();
+        Facts {
+            picked_up_at: first_picked.or_else(|| dated().map(|e| e.time).min()),
+            origin: None,
+            destination: None,
+        }
+    }
+
     /// Pickup from a provider's answer: the first line at or past PickedUp, else the first line.
     pub fn from_snapshot(snapshot: &TraceSnapshot) -> Facts<'static> {
         let first_picked = snapshot
@@ -528,7 +546,12 @@ fn journey_clock(
     facts: &Facts,
     history: &dyn StageHistory,
 ) -> Option<(DateTime<Utc>, LateThreshold)> {
-    let start = facts.picked_up_at.or(s.picked_up_at)?;
+    // The earliest pickup known, whichever answer told it: an answer that leaves out the
+    // journey's first lines (a provider's window, a replayed cache) does not restart the clock.
+    let start = match (facts.picked_up_at, s.picked_up_at) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
     let origin = facts.origin.or(s.origin.as_deref());
     let destination = facts.destination.or(s.destination.as_deref());
     let late = late_threshold(s.id.carrier.as_str(), origin, destination, history)?;
@@ -558,84 +581,6 @@ pub fn stall_deadline(s: &Shipment, history: &dyn StageHistory) -> Option<DateTi
     Some(quiet_since(s) + th.after)
 }
 
-/// The step after [`apply_check`](super::apply_check): flag or clear a stall or delay on the
-/// outcome, and wake the parcel in time for its stall deadline.
-///
-/// - No flapping: a flagged shipment keeps its flag while no new line arrives and its canonical
-///   status stays. apply_check compares the provider's sub-code with the flag and would call the
-///   repeated old code a change (stalled → kdniao:2 → stalled, an alert each time): that answer is
-///   not news and is undone here. A new line, or a new canonical status (Kdniao's 403 verdict),
-///   is news: the parcel is assessed afresh and the flag cleared unless the finding still holds.
-/// - A flag of the same kind as the fresh finding is kept verbatim (no churn of its figures);
-///   late may turn into stalled (a late parcel that stops altogether is news), stalled does not
-///   turn into late without a new line.
-/// - `next_check_at` is pulled forward (never before `now`) to the stall deadline while the
-///   parcel is not flagged stalled, and to the late deadline while it carries no flag: the
-///   merchant hears of either when it happens, not at the next check the schedule would make.
-pub fn settle(
-    previous: &Shipment,
-    outcome: &mut CheckOutcome,
-    facts: &Facts,
-    history: &dyn StageHistory,
-    now: DateTime<Utc>,
-) {
-    let updated = &mut outcome.updated;
-    if updated.status.is_terminal() {
-        return;
-    }
-    let held = Flag::of(previous.sub_status.as_ref());
-    let news = !outcome.new_events.is_empty() || updated.status != previous.status;
-    if held.is_some() && !news {
-        // Not news: back to exactly what was held.
-        updated.sub_status = previous.sub_status.clone();
-        updated.status_changed_at = previous.status_changed_at;
-        outcome.transition = None;
-    }
-
-    let finding = assess(updated, facts, history, now);
-    let target = match (held, finding) {
-        // Held and still true: keep the flag as written.
-        (Some(h), Some(f)) if h.kind == f.kind() => previous.sub_status.clone(),
-        // A stalled parcel is not re-flagged late without a new line.
-        (Some(h), Some(f))
-            if h.kind == FlagKind::Stalled && f.kind() == FlagKind::Late && !news =>
-        {
-            previous.sub_status.clone()
-        }
-        (_, Some(f)) => Some(f.sub_status()),
-        // No finding: whatever the provider said stands (clears a flag on news; without news
-        // the held flag was restored above).
-        (_, None) => updated.sub_status.clone(),
-    };
-    if target != updated.sub_status {
-        updated.sub_status = target;
-        outcome.transition = Transition::between(
-            (previous.status, previous.sub_status.as_ref()),
-            (updated.status, updated.sub_status.as_ref()),
-        );
-        updated.status_changed_at = if outcome.transition.is_some() {
-            now
-        } else {
-            previous.status_changed_at
-        };
-    }
-
-    let flag = Flag::of(updated.sub_status.as_ref()).map(|f| f.kind);
-    let deadlines = [
-        (flag != Some(FlagKind::Stalled))
-            .then(|| stall_deadline(updated, history))
-            .flatten(),
-        flag.is_none()
-            .then(|| late_deadline(updated, facts, history))
-            .flatten(),
-    ];
-    if let (Some(next), Some(deadline)) =
-        (updated.next_check_at, deadlines.into_iter().flatten().min())
-    {
-        updated.next_check_at = Some(next.min(deadline.max(now)));
-    }
-}
-
 /// The merchant alert a transition raises, if any: entering `stalled` from anything but
 /// `stalled`, or entering `late` from no flag at all (a stalled parcel that moves again late
 /// was already reported).
@@ -653,7 +598,7 @@ pub fn alert_for(t: &Transition) -> Option<Flag> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::shipment::apply_check;
+    use crate::domain::check::{decide, CheckContext, Decision, Observation};
     use crate::domain::{Priority, Recipient, ShipmentId, TraceEvent};
 
     fn t(s: &str) -> DateTime<Utc> {
@@ -671,6 +616,7 @@ mod tests {
             location: None,
             status: Some(status),
             raw_code: None,
+            claimed_time: None,
         }
     }
 
@@ -693,16 +639,15 @@ mod tests {
         )
     }
 
-    /// One check the way the write path does it: apply_check, then settle.
-    fn check(
+    /// One check the way the write path decides it.
+    fn check<H: StageHistory + Clone + Send + Sync + 'static>(
         s: &Shipment,
         snap: &TraceSnapshot,
-        history: &dyn StageHistory,
+        history: &H,
         now: DateTime<Utc>,
-    ) -> CheckOutcome {
-        let mut out = apply_check(s, snap, now);
-        settle(s, &mut out, &Facts::from_snapshot(snap), history, now);
-        out
+    ) -> Decision {
+        let ctx = CheckContext::new(std::sync::Arc::new(history.clone()));
+        decide(s, Observation::poll(snap, "kdniao"), &ctx, now)
     }
 
     /// A parcel in transit whose newest line is at `last`.
@@ -843,7 +788,12 @@ mod tests {
         assert_eq!(flag.kind, FlagKind::Stalled);
         assert_eq!(flag.threshold, Some(Duration::hours(20)));
         assert_eq!(flag.basis, Some(Basis::Fallback));
-        assert_eq!(at.updated.status_changed_at, deadline);
+        // The flag is not a new stage: the stage clock goes on; the check that raised it says when.
+        assert_eq!(
+            at.updated.status_changed_at,
+            just_before.updated.status_changed_at
+        );
+        assert_eq!(at.updated.checked_at, Some(deadline));
         assert_eq!(
             assess(&at.updated, &Facts::default(), &NoHistory, deadline),
             Some(Finding::Stalled {

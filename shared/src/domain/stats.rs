@@ -564,13 +564,14 @@ mod tests {
             s.status_changed_at = t + Duration::minutes(20);
         }
         s.last_event = Some((
-            EventKey { time: t, seq: 0 },
+            EventKey { time: t, id: crate::domain::LineId(0) },
             TraceEvent {
                 time: t,
                 description: "scan".into(),
                 location: None,
                 status: None,
                 raw_code: None,
+                claimed_time: None,
             },
         ));
         s.event_count = count;

@@ -481,7 +481,7 @@ mod tests {
             (
                 EventKey {
                     time: now(),
-                    seq: 0,
+                    id: crate::domain::LineId(0),
                 },
                 TraceEvent {
                     time: now(),
@@ -489,6 +489,7 @@ mod tests {
                     location: loc.map(str::to_string),
                     status: Some(status),
                     raw_code: None,
+                    claimed_time: None,
                 },
             )
         });

@@ -231,8 +231,10 @@ fn until_quota_reset(now: DateTime<Utc>) -> Duration {
 // Status mapping
 // ---------------------------------------------------------------------------------------------
 
-/// The documented State/StateEx/Action codes (PROTOCOLS.md §1). One table for all three: Kdniao
-/// uses the same vocabulary for the main state, the detailed state and a line's action.
+/// The documented State/StateEx/Action codes. One table for all three: Kdniao uses the same
+/// vocabulary for the main state, the detailed state and a line's action. The signed (3xx) and
+/// problem (4xx) families are Kdniao's StateEx table (快递鸟 "物流状态码" / 8001 即时查询增值版
+/// documentation, kdniao.com/api-monitor; the same table ships in Kdniao's SDK models).
 fn known_code(code: &str) -> Option<Status> {
     Some(match code {
         // No trace yet. Kdniao answers the same for a waybill the carrier has not scanned and for a
@@ -244,8 +246,11 @@ fn known_code(code: &str) -> Option<Status> {
         "201" => Status::ArrivedAtDestinationCity,
         "202" => Status::OutForDelivery,
         "211" => Status::AvailableForPickup,
-        "3" | "311" => Status::Delivered,
-        "4" | "401" => Status::Exception,
+        // Signed: 3 signed, 301 正常签收, 302 异常后签收 (signed after a problem), 304 代收
+        // (signed by a proxy), 311 collected from a locker or station.
+        "3" | "301" | "302" | "304" | "311" => Status::Delivered,
+        // 4 problem, 401 shipped but no information, 405 派件异常 (a delivery problem).
+        "4" | "401" | "405" => Status::Exception,
         // "Not signed in time": a timer verdict, not a reported delivery attempt, so it is an
         // Exception (the buyer is asked to check) rather than DeliveryFailed.
         "402" => Status::Exception,
@@ -253,36 +258,29 @@ fn known_code(code: &str) -> Option<Status> {
         "403" => Status::Exception,
         // Refused, on its way back to the sender.
         "404" => Status::Returning,
+        // 退货签收: the return was signed for by the sender. Kdniao reports it with State 4, so
+        // StateEx must win over State here: the parcel's journey is over.
+        "406" => Status::Returned,
+        // 退货未签收: the return is on its way, not yet signed for.
+        "407" => Status::Returning,
         // Not collected from the locker in time. The parcel is still there and the buyer can still
         // collect it, so it stays AvailableForPickup (keeping the near-delivery check cadence);
         // the sub-status 412 drives a reminder instead of an alarming "exception" message.
         "412" => Status::AvailableForPickup,
-        _ => return None,
-    })
-}
-
-/// StateEx codes seen only in third-party code (PROTOCOLS.md §1, UNCERTAIN), with the status we
-/// take for them when no documented `State` says better. Their third-party meanings: 301 signed,
-/// 302 signed after a delivery problem, 304 signed by a proxy, 405 delivery problem, 406 return
-/// signed for, 407 return not signed for. Never terminal: an undocumented code does not close
-/// a parcel; a documented State 3 does (see [`map_state`]).
-fn uncertain_code(code: &str) -> Option<Status> {
-    Some(match code {
-        // Nearest to "signed" without closing: the parcel is at the door.
-        "301" | "302" | "304" => Status::OutForDelivery,
-        // A problem, as their family State 4.
-        "405" => Status::Exception,
-        // A return, signed for or not: on its way back, still tracked.
-        "406" | "407" => Status::Returning,
+        // The rest of the problem family: 413 intercepted, 414 damaged, 415 cancelled,
+        // 416 unreachable, 417 delayed, 418 taken out, 419 re-delivery, 420 address unclear,
+        // 421 wrong phone, 422 mis-sorted, 423 out of area; none closes the parcel.
+        "413" | "414" | "415" | "416" | "417" | "418" | "419" | "420" | "421" | "422" | "423" => {
+            Status::Exception
+        }
         _ => return None,
     })
 }
 
 /// Map Kdniao's `State` and (8001) `StateEx` to the canonical status, keeping the exact code.
 ///
-/// StateEx is preferred when it is present and documented. An UNCERTAIN StateEx (301/302/304,
-/// 405–407) defers to a documented `State`, its family, and only without one takes its own safe
-/// status ([`uncertain_code`]). An unknown StateEx resolves through `State` too, with the exact
+/// StateEx is preferred when it is present and documented (406 with State 4 is Returned, not an
+/// exception). An unknown StateEx resolves through `State`, with the exact
 /// code kept as sub-status; when neither is known the parcel is taken as InTransit: not terminal
 /// (tracking continues, nothing is closed on a guess) and not Exception (an unknown scan type is
 /// far likelier than a problem, and Exception texts the buyer). Unknown codes are logged once
@@ -296,33 +294,32 @@ pub fn map_state(state: &str, state_ex: Option<&str>) -> (Status, Option<SubStat
     if let Some(st) = state_ex.and_then(known_code) {
         return (st, sub);
     }
-    let uncertain = state_ex.and_then(uncertain_code);
-    if let (Some(ex), None) = (state_ex, uncertain) {
+    if let Some(ex) = state_ex {
         note_unknown(PROVIDER, "StateEx", ex);
     }
     if state.is_empty() {
-        // Nothing documented to go on: an uncertain StateEx's safe status, or the caller decides
-        // from the trace lines (see `response_to_snapshot`).
-        return (uncertain.unwrap_or(Status::Pending), sub);
+        // Nothing documented to go on: the caller decides from the trace lines (see
+        // `response_to_snapshot`).
+        return (Status::Pending, sub);
     }
     match known_code(state) {
         Some(st) => (st, sub),
         None => {
             note_unknown(PROVIDER, "State", state);
-            (uncertain.unwrap_or(Status::InTransit), sub)
+            (Status::InTransit, sub)
         }
     }
 }
 
-/// Status of one trace line from its 8001 `Action`; `None` when absent, UNCERTAIN or unknown (the
-/// line is kept, only unclassified: a line never decides on an undocumented code).
+/// Status of one trace line from its 8001 `Action`; `None` when absent or unknown (the line is
+/// kept, only unclassified: a line never decides on an undocumented code).
 pub fn map_action(action: &str) -> Option<Status> {
     let action = action.trim();
     if action.is_empty() {
         return None;
     }
     let st = known_code(action);
-    if st.is_none() && uncertain_code(action).is_none() {
+    if st.is_none() {
         note_unknown(PROVIDER, "Action", action);
     }
     st
@@ -467,6 +464,7 @@ pub fn response_to_snapshot(
             location: line.location.clone(),
             status: line.action.as_deref().and_then(map_action),
             raw_code: line.action.clone(),
+            claimed_time: None,
         });
     }
 
@@ -709,45 +707,36 @@ mod tests {
         }
     }
 
-    /// The UNCERTAIN codes (third-party only): a documented State decides; without one, a safe
-    /// non-terminal status. As a line's Action they stay unclassified.
+    /// The signed and return families, code by code, as Kdniao reports them: the family's State
+    /// with the finer StateEx, which wins (406 comes with State 4 and is not an exception).
     #[test]
-    fn uncertain_codes_map_to_the_nearest_safe_status() {
+    fn the_signed_and_return_families_map_code_by_code() {
         use Status::*;
         let table = [
-            // (State, StateEx, status)
-            ("3", "301", Delivered),
-            ("3", "302", Delivered),
-            ("3", "304", Delivered),
-            ("4", "405", Exception),
-            ("4", "406", Exception),
-            ("4", "407", Exception),
-            // State disagreeing with the family: the documented State still decides.
-            ("2", "301", InTransit),
-            // No usable State: never terminal.
-            ("", "301", OutForDelivery),
-            ("", "302", OutForDelivery),
-            ("", "304", OutForDelivery),
-            ("", "405", Exception),
-            ("", "406", Returning),
-            ("", "407", Returning),
-            ("9", "301", OutForDelivery),
-            ("9", "406", Returning),
+            // (State, StateEx, status, terminal)
+            ("3", "301", Delivered, true),
+            ("3", "302", Delivered, true),
+            ("3", "304", Delivered, true),
+            ("3", "311", Delivered, true),
+            ("4", "405", Exception, false),
+            ("4", "406", Returned, true),
+            ("4", "407", Returning, false),
+            // Without a State, or with one that disagrees, the StateEx decides all the same.
+            ("", "301", Delivered, true),
+            ("2", "406", Returned, true),
+            ("", "407", Returning, false),
+            ("4", "414", Exception, false),
+            ("4", "423", Exception, false),
         ];
-        for (state, ex, want) in table {
+        for (state, ex, want, terminal) in table {
             let (st, sub) = map_state(state, Some(ex));
             assert_eq!(
                 (st, sub),
                 (want, Some(SubStatus::new("kdniao", ex))),
                 "{state}/{ex}"
             );
-            assert!(
-                state == "3" || !st.is_terminal(),
-                "{state}/{ex} closed the parcel"
-            );
-        }
-        for ex in ["301", "302", "304", "405", "406", "407"] {
-            assert_eq!(map_action(ex), None, "Action {ex}");
+            assert_eq!(st.is_terminal(), terminal, "{state}/{ex}");
+            assert_eq!(map_action(ex), Some(want), "Action {ex}");
         }
     }
 

@@ -412,6 +412,7 @@ pub fn result_to_snapshot(r: &Kuaidi100Result) -> TraceSnapshot {
             location: line.location.clone(),
             status: code.and_then(classify),
             raw_code: line.status_code.clone().or_else(|| line.status.clone()),
+            claimed_time: None,
         });
     }
     let (mut status, sub_status) = map_state(

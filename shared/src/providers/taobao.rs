@@ -585,6 +585,7 @@ pub fn to_snapshot(info: &TransitInfo) -> TraceSnapshot {
             location: None,
             status: st,
             raw_code: s.action.clone(),
+            claimed_time: None,
         });
     }
 

@@ -697,6 +697,30 @@ impl SharedHistory {
     }
 }
 
+/// How often a container re-reads the delivery history.
+pub const HISTORY_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl SharedHistory {
+    /// The history `store` holds, loaded now and every [`HISTORY_REFRESH`] in the background
+    /// (a few Queries on the `STATS#` partitions), for every decision a container takes (the
+    /// tracker's checks and the api's pushes alike). Until the first load, and while a load
+    /// fails, decisions use what is held (at first: the stages' fallbacks). Needs a Tokio runtime.
+    pub fn refreshed<A: AnalyticsStore + 'static>(store: A) -> std::sync::Arc<SharedHistory> {
+        let shared = std::sync::Arc::new(SharedHistory::default());
+        let target = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                match store.load_history().await {
+                    Ok(h) => target.replace(h),
+                    Err(e) => tracing::warn!(error = %e, "delivery history not refreshed"),
+                }
+                tokio::time::sleep(HISTORY_REFRESH).await;
+            }
+        });
+        shared
+    }
+}
+
 impl crate::domain::StageHistory for SharedHistory {
     fn quiet_gap_quantile(
         &self,

@@ -5,7 +5,7 @@ use super::{Claim, DueEntry, DueIndex, Ledger, ShipmentStore, StoreError};
 use crate::domain::{fmt_time, EventKey, Shipment, ShipmentId, TraceEvent};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
+    AttributeValue, KeysAndAttributes, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
@@ -85,6 +85,61 @@ impl ShipmentStore for DynamoStore {
             .await
             .map_err(classify)?;
         out.item.map(decode_shipment).transpose()
+    }
+
+    /// One `BatchGetItem` per 100 ids (strongly consistent, as `get`), unprocessed keys asked
+    /// again with back-off.
+    async fn get_many(
+        &self,
+        ids: &[ShipmentId],
+    ) -> Result<HashMap<ShipmentId, Shipment>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(100) {
+            let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|id| HashMap::from([("pk".into(), s(id.pk())), ("sk".into(), s(META))]))
+                .collect();
+            for attempt in 0..6u32 {
+                if keys.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+                }
+                let ask = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Permanent(e.to_string()))?;
+                let answer = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, ask)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                for item in answer
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    let shipment = decode_shipment(item)?;
+                    out.insert(shipment.id.clone(), shipment);
+                }
+                keys = answer
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+            }
+            if !keys.is_empty() {
+                return Err(StoreError::Retryable(format!(
+                    "{} shipments still unread after retries",
+                    keys.len()
+                )));
+            }
+        }
+        Ok(out)
     }
 
     async fn create(&self, shipment: &Shipment) -> Result<bool, StoreError> {

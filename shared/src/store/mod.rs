@@ -9,6 +9,7 @@ pub mod record;
 
 use crate::domain::{EventKey, Shipment, ShipmentId, TraceEvent};
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -44,6 +45,23 @@ pub trait ShipmentStore: Send + Sync {
         &self,
         id: &ShipmentId,
     ) -> impl Future<Output = Result<Option<Shipment>, StoreError>> + Send;
+
+    /// Many shipments at once (the tracker's batch): those that exist, by id. The default asks
+    /// [`ShipmentStore::get`] for each; DynamoDB answers with `BatchGetItem`.
+    fn get_many(
+        &self,
+        ids: &[ShipmentId],
+    ) -> impl Future<Output = Result<HashMap<ShipmentId, Shipment>, StoreError>> + Send {
+        async move {
+            let mut out = HashMap::with_capacity(ids.len());
+            for id in ids {
+                if let Some(s) = self.get(id).await? {
+                    out.insert(id.clone(), s);
+                }
+            }
+            Ok(out)
+        }
+    }
 
     /// Insert if absent. `Ok(false)` when the shipment already exists (registration is idempotent).
     fn create(&self, shipment: &Shipment) -> impl Future<Output = Result<bool, StoreError>> + Send;

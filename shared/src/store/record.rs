@@ -3,7 +3,7 @@
 //! (`serde_dynamo::Item` in aws_lambda_events), so the notifier reads exactly what the tracker wrote.
 
 use crate::domain::{
-    fmt_time, parse_time, EventKey, Locale, Priority, Recipient, SealedPhone, Shipment, ShipmentId,
+    fmt_time, parse_time, EventKey, LineId, Locale, Priority, Recipient, SealedPhone, Shipment, ShipmentId,
     Status, SubStatus, TraceEvent,
 };
 use serde::{Deserialize, Serialize};
@@ -74,7 +74,11 @@ pub struct ShipmentRecord {
     pub status_changed_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event_at: Option<String>,
+    /// The newest line's identity ([`crate::domain::LineId`], hex). Items written before lines
+    /// had identities hold `last_event_seq` instead (read, never written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_id: Option<String>,
+    #[serde(default, skip_serializing)]
     pub last_event_seq: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event_desc: Option<String>,
@@ -86,6 +90,9 @@ pub struct ShipmentRecord {
     pub last_event_code: Option<String>,
     #[serde(default)]
     pub event_count: u32,
+    /// The identities of the lines held, concatenated ([`crate::domain::check::encode_line_ids`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub line_ids: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checked_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,12 +152,14 @@ impl ShipmentRecord {
             sub_status: s.sub_status.as_ref().map(|x| x.to_string()),
             status_changed_at: fmt_time(s.status_changed_at),
             last_event_at: last.map(|(k, _)| fmt_time(k.time)),
-            last_event_seq: last.map(|(k, _)| k.seq),
+            last_event_id: last.map(|(k, _)| k.id.hex()),
+            last_event_seq: None,
             last_event_desc: last.map(|(_, e)| e.description.clone()),
             last_event_location: last.and_then(|(_, e)| e.location.clone()),
             last_event_status: last.and_then(|(_, e)| e.status.map(|st| st.to_string())),
             last_event_code: last.and_then(|(_, e)| e.raw_code.clone()),
             event_count: s.event_count,
+            line_ids: crate::domain::check::encode_line_ids(&s.line_ids),
             checked_at: s.checked_at.map(fmt_time),
             due_pk: next
                 .as_ref()
@@ -207,14 +216,14 @@ impl ShipmentRecord {
                         .as_deref()
                         .and_then(|s| s.parse().ok()),
                     raw_code: self.last_event_code.clone(),
+                    claimed_time: None,
                 };
-                Some((
-                    EventKey {
-                        time: t,
-                        seq: self.last_event_seq.unwrap_or(0),
-                    },
-                    ev,
-                ))
+                let id = match (&self.last_event_id, self.last_event_seq) {
+                    (Some(hex), _) => LineId::parse_hex(hex)
+                        .ok_or_else(|| bad(format!("last_event_id `{hex}` is not a line id")))?,
+                    (None, seq) => LineId(u64::from(seq.unwrap_or(0))),
+                };
+                Some((EventKey { time: t, id }, ev))
             }
             None => None,
         };
@@ -228,6 +237,8 @@ impl ShipmentRecord {
             status_changed_at: time("status_changed_at", &self.status_changed_at)?,
             last_event,
             event_count: self.event_count,
+            line_ids: crate::domain::check::decode_line_ids(&self.line_ids)
+                .ok_or_else(|| bad("line_ids is not a list of line ids".to_string()))?,
             checked_at: opt_time("checked_at", &self.checked_at)?,
             next_check_at: opt_time("next_check_at", &self.next_check_at)?,
             priority: Priority::parse(&self.priority).unwrap_or_default(),
@@ -251,7 +262,7 @@ impl ShipmentRecord {
     }
 }
 
-/// A trace line item: `pk = SHIP#…`, `sk = EVT#{time}#{seq}`.
+/// A trace line item: `pk = SHIP#…`, `sk = EVT#{time}#{line id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
     pub pk: String,
@@ -264,6 +275,9 @@ pub struct EventRecord {
     pub status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_code: Option<String>,
+    /// The time the provider stated for a future-dated line (then `time` is when we saw it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_time: Option<String>,
     pub provider: String,
 }
 
@@ -277,6 +291,7 @@ impl EventRecord {
             location: e.location.clone(),
             status: e.status.map(|s| s.to_string()),
             raw_code: e.raw_code.clone(),
+            claimed_time: e.claimed_time.map(fmt_time),
             provider: provider.to_string(),
         }
     }
@@ -291,21 +306,28 @@ impl EventRecord {
         };
         let time = parse_time(&self.time)
             .ok_or_else(|| bad(format!("time `{}` is not RFC 3339", self.time)))?;
-        // sk = EVT#{time}#{seq}
-        let seq = self
+        // sk = EVT#{time}#{line id} (or a three-digit sequence, before lines had identities)
+        let id = self
             .sk
             .rsplit('#')
             .next()
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| bad(format!("sort key `{}` has no sequence", self.sk)))?;
+            .and_then(LineId::parse_hex)
+            .ok_or_else(|| bad(format!("sort key `{}` names no line", self.sk)))?;
+        let claimed_time = match &self.claimed_time {
+            Some(c) => Some(
+                parse_time(c).ok_or_else(|| bad(format!("claimed_time `{c}` is not RFC 3339")))?,
+            ),
+            None => None,
+        };
         Ok((
-            EventKey { time, seq },
+            EventKey { time, id },
             TraceEvent {
                 time,
                 description: self.description,
                 location: self.location,
                 status: self.status.as_deref().and_then(|s| s.parse().ok()),
                 raw_code: self.raw_code,
+                claimed_time,
             },
         ))
     }
@@ -379,8 +401,9 @@ mod tests {
             location: Some("北京市".into()),
             status: Some(Status::OutForDelivery),
             raw_code: Some("202".into()),
+            claimed_time: None,
         };
-        s.last_event = Some((EventKey { time: now, seq: 2 }, ev));
+        s.last_event = Some((EventKey { time: now, id: crate::domain::LineId(2) }, ev));
         s.event_count = 7;
         s.subscribed_at = Some(now);
         s.last_push_at = Some(now);
@@ -419,7 +442,7 @@ mod tests {
         let s = sample();
         let (k, e) = s.last_event.clone().unwrap();
         let rec = EventRecord::new(&s.id, &k, &e, "kdniao");
-        assert_eq!(rec.sk, format!("EVT#{}#002", fmt_time(k.time)));
+        assert_eq!(rec.sk, format!("EVT#{}#0000000002", fmt_time(k.time)));
         assert_eq!(rec.into_event().unwrap(), (k, e));
     }
 
