@@ -178,6 +178,10 @@ pub struct TrackerConfig {
     /// How long one check may wait for a token when every provider is short of one
     /// (`RATE_LIMIT_MAX_WAIT_MS`, default 1000); past it the check is retried later.
     pub rate_limit_max_wait: Duration,
+    /// With `RATE_LIMIT_TABLE`: one conditional write takes at most this much refill time of
+    /// tokens for the container, which keeps them at most this long (`RATE_LIMIT_SLICE_MS`,
+    /// default 1000, at most 10000; 0 takes one token per write).
+    pub rate_limit_slice: Duration,
     /// The providers' circuit breakers (`BREAKER_FAILURES` default 5, `BREAKER_COOLDOWN_SECS`
     /// default 30, `BREAKER_MAX_COOLDOWN_SECS` default 600).
     pub breaker: crate::resilience::BreakerConfig,
@@ -231,6 +235,25 @@ impl TrackerConfig {
                 "RATE_LIMIT_MAX_WAIT_MS",
                 1000u64,
             )?),
+            rate_limit_slice: {
+                let slice = Duration::from_millis(parsed(
+                    env,
+                    "RATE_LIMIT_SLICE_MS",
+                    crate::resilience::bucket::DEFAULT_SLICE.as_millis() as u64,
+                )?);
+                if slice > crate::resilience::bucket::MAX_SLICE {
+                    return Err(ConfigError::Invalid {
+                        name: "RATE_LIMIT_SLICE_MS",
+                        reason: format!(
+                            "{} ms is longer than {} ms: each ms of slice is as much again of \
+                             burst",
+                            slice.as_millis(),
+                            crate::resilience::bucket::MAX_SLICE.as_millis()
+                        ),
+                    });
+                }
+                slice
+            },
             breaker: {
                 let cooldown = Duration::from_secs(parsed(env, "BREAKER_COOLDOWN_SECS", 30u64)?);
                 crate::resilience::BreakerConfig {
@@ -295,12 +318,14 @@ mod tests {
         assert_eq!(d.rate_limits, crate::resilience::RateLimits::default());
         assert_eq!(d.rate_limit_table, None);
         assert_eq!(d.rate_limit_max_wait, Duration::from_secs(1));
+        assert_eq!(d.rate_limit_slice, Duration::from_secs(1));
         assert_eq!(d.breaker, crate::resilience::BreakerConfig::default());
 
         let c = TrackerConfig::from_env(&tracker_env(&[
             ("PROVIDER_RATE_LIMITS", "kdniao=2/s:4"),
             ("RATE_LIMIT_TABLE", "rate"),
             ("RATE_LIMIT_MAX_WAIT_MS", "250"),
+            ("RATE_LIMIT_SLICE_MS", "400"),
             ("BREAKER_FAILURES", "3"),
             ("BREAKER_COOLDOWN_SECS", "900"),
             ("BREAKER_MAX_COOLDOWN_SECS", "60"),
@@ -310,6 +335,7 @@ mod tests {
         assert_eq!(c.rate_limits.get("taobao"), None);
         assert_eq!(c.rate_limit_table.as_deref(), Some("rate"));
         assert_eq!(c.rate_limit_max_wait, Duration::from_millis(250));
+        assert_eq!(c.rate_limit_slice, Duration::from_millis(400));
         assert_eq!(c.breaker.failure_threshold, 3);
         assert_eq!(
             c.breaker.max_cooldown,
@@ -319,6 +345,10 @@ mod tests {
 
         match TrackerConfig::from_env(&tracker_env(&[("PROVIDER_RATE_LIMITS", "kdniao=fast")])) {
             Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, "PROVIDER_RATE_LIMITS"),
+            other => panic!("{other:?}"),
+        }
+        match TrackerConfig::from_env(&tracker_env(&[("RATE_LIMIT_SLICE_MS", "60000")])) {
+            Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, "RATE_LIMIT_SLICE_MS"),
             other => panic!("{other:?}"),
         }
     }

@@ -85,12 +85,15 @@ fn providers(
     }
     let limiter = match (&cfg.rate_limit_table, cfg.rate_limits.0.is_empty()) {
         (_, true) => Limiter::Unlimited,
-        // Shared by every container.
-        (Some(table), false) => Limiter::Dynamo(DynamoBucket::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            table,
-            cfg.rate_limits.clone(),
-        )),
+        // Shared by every container, taken in slices.
+        (Some(table), false) => Limiter::Dynamo(
+            DynamoBucket::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                table,
+                cfg.rate_limits.clone(),
+            )
+            .with_slice(cfg.rate_limit_slice),
+        ),
         // Each container on its own.
         (None, false) => Limiter::Memory(MemoryBucket::new(cfg.rate_limits.clone())),
     };
@@ -102,6 +105,7 @@ fn providers(
         routes = ?failover.routes(),
         rate_limits = ?cfg.rate_limits,
         rate_limit_table = ?cfg.rate_limit_table,
+        rate_limit_slice_ms = cfg.rate_limit_slice.as_millis() as u64,
         breaker = ?cfg.breaker,
         "tracking providers"
     );

@@ -9,7 +9,8 @@ pub mod retry;
 
 pub use breaker::{Admission, BreakerConfig, Breakers, Tripped};
 pub use bucket::{
-    Acquire, DynamoBucket, Limiter, MemoryBucket, RateLimitError, RateLimiter, RateLimits,
+    Acquire, BucketStats, DynamoBucket, Limiter, MemoryBucket, RateLimitError, RateLimiter,
+    RateLimits,
 };
 pub use retry::{retry, retry_with, Jitter, RetryPolicy};
 
