@@ -18,6 +18,12 @@ use tracing::Instrument;
 /// so that our own guards never walk a message to the DLQ.
 const DEFER_AT_LEAST: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// When no provider could be asked only because a token or a circuit is this close, the check
+/// waits for it in the invocation (at most [`SHORT_WAIT_ROUNDS`] times) instead of being put
+/// off: putting it off costs a write of the shipment and a later read, more than the wait.
+const SHORT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const SHORT_WAIT_ROUNDS: usize = 2;
+
 pub struct Tracker<S, P, D, B = NoPush> {
     pub store: S,
     pub provider: P,
@@ -270,7 +276,21 @@ where
         last_checked: shipment.checked_at,
         now,
     };
-    let answer = match t.provider.query_routed(&q, &ctx).await {
+    let mut asked = t.provider.query_routed(&q, &ctx).await;
+    for _ in 0..SHORT_WAIT_ROUNDS {
+        match &asked {
+            Err(ProviderError::Retryable {
+                provider,
+                retry_after: Some(wait),
+                ..
+            }) if *provider == NONE_ASKED && *wait <= SHORT_WAIT => {
+                tokio::time::sleep(*wait).await;
+                asked = t.provider.query_routed(&q, &ctx).await;
+            }
+            _ => break,
+        }
+    }
+    let answer = match asked {
         Ok(a) => a,
         // The providers stated how long to wait (quota spent, throttled, Kuaidi100's 30-minute
         // rule): move the check out that far instead of cycling the message through the queue

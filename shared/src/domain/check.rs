@@ -85,14 +85,11 @@ impl ProviderRules {
         rejected_recheck: Duration::hours(6),
     };
 
-    /// The shortest time a provider allows between two queries of one waybill. Kuaidi100 locks
-    /// a waybill queried more than once per 30 minutes ("查询过于频繁", its real-time query
-    /// documentation, api.kuaidi100.com/document/5f0ffb5ebc8da837cbd8aefc).
+    /// The shortest time a provider allows between two queries of one waybill
+    /// ([`super::schedule::provider_requery_floor`]: Kuaidi100's 30 minutes), which the
+    /// failover chain also respects when it picks a provider.
     pub fn requery_floor(&self, provider: &str) -> Option<Duration> {
-        match provider {
-            "kuaidi100" => Some(Duration::minutes(30)),
-            _ => None,
-        }
+        super::schedule::provider_requery_floor(provider)
     }
 }
 

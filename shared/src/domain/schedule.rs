@@ -19,8 +19,8 @@
 //!   per-stage cap kept below the shortest stage that can follow; any news resets it. Stalled
 //!   parcels (two days without news) spread out to 12 h.
 //! - **night**: what cannot move before the 07:00 Beijing rounds waits for them.
-//! - **provider floor**: Kuaidi100's 30 minutes between two queries, applied by the caller that
-//!   knows who answered ([`respect_requery_floor`]).
+//! - **provider floor**: Kuaidi100's 30 minutes between two queries, applied by the decision
+//!   that knows who answered ([`super::check::ProviderRules::requery_floor`]).
 
 use super::cadence::{typical_gap, Cadence};
 use super::status::Status;
@@ -75,18 +75,6 @@ pub fn provider_requery_floor(provider: &str) -> Option<Duration> {
     match provider {
         "kuaidi100" => Some(Duration::minutes(30)),
         _ => None,
-    }
-}
-
-/// The next check, no earlier than the answering provider allows.
-pub fn respect_requery_floor(
-    next: Option<DateTime<Utc>>,
-    provider: &str,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    match provider_requery_floor(provider) {
-        Some(floor) => next.map(|t| t.max(now + floor)),
-        None => next,
     }
 }
 
@@ -382,7 +370,7 @@ fn morning_rounds(t: DateTime<Utc>) -> DateTime<Utc> {
 /// - never later than the instant the parcel would expire, so it leaves the due index on time.
 ///
 /// The provider's own minimum interval (Kuaidi100's 30 minutes) is applied by the caller that
-/// knows which provider answered ([`respect_requery_floor`]).
+/// knows which provider answered ([`super::check::ProviderRules::requery_floor`]).
 pub fn plan(input: &ScheduleInput) -> NextCheck {
     if input.status.is_terminal() {
         return NextCheck::Stop;
@@ -572,32 +560,6 @@ mod tests {
         );
         assert_eq!(next_check_at(Status::Delivered, Priority::High, now), None);
         assert_eq!(next_check_at(Status::Returned, Priority::Normal, now), None);
-    }
-
-    #[test]
-    fn a_kuaidi100_answer_holds_the_next_check_for_thirty_minutes() {
-        let now = DateTime::parse_from_rfc3339("2026-11-24T06:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let soon = Some(now + Duration::minutes(2));
-        let table = [
-            ("kuaidi100", soon, Some(now + Duration::minutes(30))),
-            (
-                "kuaidi100",
-                Some(now + Duration::hours(2)),
-                Some(now + Duration::hours(2)),
-            ),
-            ("kuaidi100", None, None),
-            ("kdniao", soon, soon),
-            ("taobao", soon, soon),
-        ];
-        for (provider, next, want) in table {
-            assert_eq!(
-                respect_requery_floor(next, provider, now),
-                want,
-                "{provider}"
-            );
-        }
     }
 
     #[test]
