@@ -216,6 +216,20 @@ fn dynamo_units(op: &str, req: &[u8], status: u16, resp: &[u8], s: &mut OpStats)
                 .map_or(0, item_size);
             s.rru = read_units(size, consistent);
         }
+        // Billed item by item, each rounded up to 4 KB; consistency is asked per table.
+        "BatchGetItem" if status < 400 => {
+            let consistent = r.to_string().contains("\"ConsistentRead\":true");
+            s.rru = answer
+                .get("Responses")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flat_map(|tables| tables.values())
+                .filter_map(Value::as_array)
+                .flatten()
+                .filter_map(Value::as_object)
+                .map(|item| read_units(item_size(item), consistent))
+                .sum();
+        }
         "Query" | "Scan" if status < 400 => {
             let size: usize = answer
                 .get("Items")
