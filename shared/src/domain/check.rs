@@ -184,7 +184,9 @@ pub fn decide(
     now: DateTime<Utc>,
 ) -> Decision {
     let history: &dyn StageHistory = &*ctx.history;
-    let policy = ctx.policy.with_history(history, current.id.carrier.as_str());
+    let policy = ctx
+        .policy
+        .with_history(history, current.id.carrier.as_str());
     match observation {
         Observation::Trace { snapshot, source } => {
             let (mut d, facts) = fold(current, snapshot, now, &policy);
@@ -276,7 +278,8 @@ fn verdict_in_context(current: &Shipment, snapshot: &TraceSnapshot) -> Status {
 /// Is this the line we hold as our newest? By identity, or (a line stored before lines had
 /// identities) by its time and text.
 fn is_held_newest(held: &(EventKey, TraceEvent), line: &(EventKey, TraceEvent)) -> bool {
-    held.0.id == line.0.id || (held.0.time == line.0.time && held.1.description == line.1.description)
+    held.0.id == line.0.id
+        || (held.0.time == line.0.time && held.1.description == line.1.description)
 }
 
 /// Steps 1, 2 and 4 of a trace observation: lines, verdict, schedule; and the facts of the
@@ -431,8 +434,7 @@ fn judge_progress(
             (previous.status, previous.sub_status.as_ref()),
             (updated.status, updated.sub_status.as_ref()),
         );
-        updated.status_changed_at = if d.transition.as_ref().is_some_and(|t| t.is_status_change())
-        {
+        updated.status_changed_at = if d.transition.as_ref().is_some_and(|t| t.is_status_change()) {
             now
         } else {
             previous.status_changed_at
@@ -479,7 +481,12 @@ mod tests {
 
     /// One poll of Kdniao, as the tracker decides it with no history.
     fn apply_check(s: &Shipment, snap: &TraceSnapshot, now: DateTime<Utc>) -> Decision {
-        decide(s, Observation::poll(snap, "kdniao"), &CheckContext::standalone(), now)
+        decide(
+            s,
+            Observation::poll(snap, "kdniao"),
+            &CheckContext::standalone(),
+            now,
+        )
     }
 
     fn apply_policy(
