@@ -464,6 +464,8 @@ pub fn encode_line_ids(ids: &[LineId]) -> String {
 }
 
 /// [`encode_line_ids`] back; `None` when the text is not a whole number of ids.
+// `usize::is_multiple_of` is Rust 1.87; the workspace declares rust-version 1.85.
+#[allow(clippy::manual_is_multiple_of)]
 pub fn decode_line_ids(s: &str) -> Option<Vec<LineId>> {
     if s.len() % LineId::HEX != 0 || !s.is_ascii() {
         return None;
