@@ -29,8 +29,8 @@ use parcelwatch::domain::{
     Status, SubStatus, TraceEvent, TraceSnapshot, SAFETY_NET,
 };
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::fmt;
+use std::sync::Arc;
 
 /// The scheduler's period: a due check is picked up on the next tick.
 pub const TICK: Duration = Duration::minutes(1);

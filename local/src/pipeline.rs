@@ -22,8 +22,11 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use parcelwatch::config::{Config, NotifierConfig, SchedulerConfig, TrackerConfig};
 use parcelwatch::crypto::Vault;
 use parcelwatch::domain::order::Platform;
+use parcelwatch::domain::stats::HistorySnapshot;
+use parcelwatch::domain::StageHistory;
 use parcelwatch::domain::{Locale, PhoneNumber, Priority, Recipient, Shipment, ShipmentId, Status};
 use parcelwatch::orders::{Fw199Config, TopConfig};
+use parcelwatch::store::analytics::{bucket_attr, route_pk, STAGE_PK};
 use parcelwatch::store::{ShipmentRecord, ShipmentStore};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,6 +63,10 @@ pub struct PipelineOptions {
     pub chaos: ChaosPlan,
     /// Run the analytics function on the stream (its own mapping, after the notifier's).
     pub analytics: bool,
+    /// Delivery history written into the table's `STATS#` items (as the analytics function
+    /// stores it) before the functions are built, so that the tracker's and the api's cold-start
+    /// load finds it: [`Pipeline::on_stack`] returns once both hold it. `None`: an empty history.
+    pub seed_history: Option<HistorySnapshot>,
 }
 
 impl Default for PipelineOptions {
@@ -84,6 +91,7 @@ impl Default for PipelineOptions {
             function_endpoint: None,
             chaos: ChaosPlan::NONE,
             analytics: true,
+            seed_history: None,
         }
     }
 }
@@ -207,6 +215,16 @@ impl Pipeline {
             clock.clone() as Arc<dyn Clock>,
         )
         .await?;
+
+        // The history the functions load at their cold start: in the table before they are built.
+        if let Some(h) = &opts.seed_history {
+            write_history(
+                &aws_sdk_dynamodb::Client::new(&stack.sdk_config),
+                &stack.table_name,
+                h,
+            )
+            .await?;
+        }
 
         // The api first: in push mode the tracker needs its callback URL.
         let api_key = format!(
@@ -348,6 +366,12 @@ impl Pipeline {
             NotifierConfig::from_env(&notifier_env)?,
             Vault::from_env(sdk, &notifier_env)?,
         );
+
+        // Their history loads in the background at cold start: wait until both hold the seed,
+        // so that the first poll and the first push decide with it.
+        if let Some(h) = &opts.seed_history {
+            history_loaded(h, &[&*tracker.ctx.history, &*api.ctx.history]).await?;
+        }
 
         // The runner's and the assertions' clients talk to moto directly.
         let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config);
@@ -897,6 +921,84 @@ impl Pipeline {
                 .await?;
         }
         Ok(out)
+    }
+}
+
+/// Write `h` into the table as the analytics function stores its aggregates (one item per
+/// route, one per carrier and stage, histogram buckets as top-level numbers), replacing any
+/// item of the same key.
+pub async fn write_history(
+    dynamo: &aws_sdk_dynamodb::Client,
+    table: &str,
+    h: &HistorySnapshot,
+) -> Result<(), BoxError> {
+    let s = |v: &str| AttributeValue::S(v.to_string());
+    let n = |v: u64| AttributeValue::N(v.to_string());
+    for (k, r) in &h.routes {
+        let mut req = dynamo
+            .put_item()
+            .table_name(table)
+            .item("pk", s(&route_pk(&k.carrier)))
+            .item("sk", s(&format!("{}#{}", k.origin, k.destination)))
+            .item("carrier", s(&k.carrier))
+            .item("origin", s(&k.origin))
+            .item("destination", s(&k.destination))
+            .item("finished", n(r.finished))
+            .item("delivered", n(r.delivered))
+            .item("exceptions", n(r.exceptions));
+        for (i, c) in r.delivery.counts() {
+            req = req.item(bucket_attr('d', i), n(c));
+        }
+        req.send().await?;
+    }
+    for ((carrier, stage), st) in &h.stages {
+        let mut req = dynamo
+            .put_item()
+            .table_name(table)
+            .item("pk", s(STAGE_PK))
+            .item("sk", s(&format!("{carrier}#{stage}")))
+            .item("carrier", s(carrier))
+            .item("stage", s(stage.as_str()));
+        for (prefix, hist) in [('t', &st.time_in_stage), ('g', &st.quiet_gap)] {
+            for (i, c) in hist.counts() {
+                req = req.item(bucket_attr(prefix, i), n(c));
+            }
+        }
+        req.send().await?;
+    }
+    Ok(())
+}
+
+/// Wait (10 s at most) until every one of `loaded` answers for every carrier of `seed` with at
+/// least the seeded number of deliveries.
+async fn history_loaded(
+    seed: &HistorySnapshot,
+    loaded: &[&(dyn StageHistory + Send + Sync)],
+) -> Result<(), BoxError> {
+    let carriers = seed.carriers();
+    let wanted: Vec<(String, u64)> = carriers
+        .iter()
+        .map(|c| (c.clone(), seed.route(c, None, None).delivery.total()))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let ready = wanted.iter().all(|(c, n)| {
+            loaded.iter().all(|h| {
+                h.delivery_time_quantile(c, None, None, 0.5)
+                    .is_some_and(|(_, got)| got >= *n)
+            })
+        });
+        if ready {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the functions did not load the seeded history within 10 s ({wanted:?})"
+            )
+            .into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

@@ -18,8 +18,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
 use parcelwatch::domain::stats::{HistorySnapshot, StageStats};
 use parcelwatch::domain::{
-    CheckContext, Decision, Observation, Priority, Recipient, SchedulePolicy, Shipment,
-    ShipmentId, Status, TraceSnapshot,
+    CheckContext, Decision, Observation, Priority, Recipient, SchedulePolicy, Shipment, ShipmentId,
+    Status, TraceSnapshot,
 };
 use parcelwatch::providers::kdniao::{
     decode_response, format_accept_time, response_to_snapshot, KdniaoResponse, KdniaoTrace,

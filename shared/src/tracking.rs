@@ -80,7 +80,8 @@ pub async fn apply<S: ShipmentStore>(
                         sub_status = ?tr.to_sub.as_ref().map(|s| s.to_string()),
                         new_events = d.new_events.len(), version, "status transition");
                 }
-                if let (Some(ig), Observation::Trace { snapshot, source }) = (d.ignored, observation)
+                if let (Some(ig), Observation::Trace { snapshot, source }) =
+                    (d.ignored, observation)
                 {
                     tracing::info!(reason = ?ig, provider_status = %snapshot.status, source = ?source,
                         "provider answer not applied");
@@ -290,8 +291,8 @@ mod tests {
             &CheckContext::standalone().with_policy(policy),
             day3,
         )
-            .await
-            .unwrap();
+        .await
+        .unwrap();
         assert_eq!(store.shipment(&id).unwrap().status, Status::Expired);
     }
 
@@ -415,9 +416,16 @@ mod tests {
             } else {
                 CheckContext::standalone()
             };
-            apply(&store, &id, None, Observation::poll(&snap, "kdniao"), &ctx, now())
-                .await
-                .unwrap();
+            apply(
+                &store,
+                &id,
+                None,
+                Observation::poll(&snap, "kdniao"),
+                &ctx,
+                now(),
+            )
+            .await
+            .unwrap();
             wants.push(store.shipment(&id).unwrap().next_check_at);
         }
         assert_eq!(

@@ -18,8 +18,8 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use parcelwatch::domain::stall::LearnedHistory;
 use parcelwatch::domain::{
-    CheckContext, EventKey, Observation, Priority, Recipient, Shipment, ShipmentId, Source,
-    Status, SubStatus, TraceEvent, TraceSnapshot,
+    CheckContext, EventKey, Observation, Priority, Recipient, Shipment, ShipmentId, Source, Status,
+    SubStatus, TraceEvent, TraceSnapshot,
 };
 use parcelwatch::store::{MemoryStore, ShipmentStore};
 use parcelwatch::tracking::{apply, Applied};
@@ -177,14 +177,18 @@ struct Delivery {
 }
 
 fn delivery() -> impl Strategy<Value = Delivery> {
-    (any::<bool>(), any::<u64>(), prop::bool::weighted(0.25), 0usize..3).prop_map(
-        |(push, shuffle, twice, replay_back)| Delivery {
+    (
+        any::<bool>(),
+        any::<u64>(),
+        prop::bool::weighted(0.25),
+        0usize..3,
+    )
+        .prop_map(|(push, shuffle, twice, replay_back)| Delivery {
             push,
             shuffle,
             twice,
             replay_back,
-        },
-    )
+        })
 }
 
 fn shuffled(mut snap: TraceSnapshot, seed: u64) -> TraceSnapshot {

@@ -25,12 +25,12 @@ use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
 use parcelwatch::crypto::{Vault, VaultError};
 use parcelwatch::domain::eta::{eta, is_on_its_way};
+use parcelwatch::domain::{CheckContext, Observation};
 use parcelwatch::domain::{Locale, Recipient, Shipment, ShipmentId};
 use parcelwatch::providers::push::{PushBatch, PushError};
 use parcelwatch::providers::recognize::Recognizer;
 use parcelwatch::providers::{kdniao_push, kuaidi100};
 use parcelwatch::store::{ShipmentStore, StoreError};
-use parcelwatch::domain::{CheckContext, Observation};
 use parcelwatch::tracking::{apply, Applied};
 use serde_json::{json, Value};
 use tracing::Instrument;
@@ -700,7 +700,16 @@ pub async fn apply_push<S: ShipmentStore>(
     };
     for update in &batch.updates {
         let id = &update.id;
-        match apply(store, id, None, Observation::push(&update.snapshot), ctx, now).await {
+        match apply(
+            store,
+            id,
+            None,
+            Observation::push(&update.snapshot),
+            ctx,
+            now,
+        )
+        .await
+        {
             Ok(Applied::Written {
                 transition,
                 new_events,

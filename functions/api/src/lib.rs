@@ -17,8 +17,8 @@ use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpR
 use lambda_runtime::{Error, LambdaEvent};
 use parcelwatch::config::{Config, KdniaoConfig, ProcessEnv};
 use parcelwatch::crypto::Vault;
-use parcelwatch::providers::recognize::KdniaoRecognizer;
 use parcelwatch::domain::CheckContext;
+use parcelwatch::providers::recognize::KdniaoRecognizer;
 use parcelwatch::store::analytics::{DynamoAnalytics, SharedHistory};
 use parcelwatch::store::DynamoStore;
 

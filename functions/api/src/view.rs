@@ -64,14 +64,21 @@ fn carrier_name(s: &Shipment, locale: Locale) -> &str {
     }
 }
 
+/// One trace line. A line the carrier dated in the future when we first saw it also carries
+/// `claimed_time` (the time as reported by the carrier; `time` is then when we first saw it), so
+/// that a page can say so instead of showing a wrong date as fact.
 pub fn event_view(e: &TraceEvent) -> Value {
-    json!({
+    let mut v = json!({
         "time": fmt_time(e.time),
         "time_local": beijing_time(e.time),
         "description": e.description,
         "location": e.location,
         "status": e.status.map(Status::as_str),
-    })
+    });
+    if let (Some(claimed), Some(o)) = (e.claimed_time, v.as_object_mut()) {
+        o.insert("claimed_time".into(), json!(fmt_time(claimed)));
+    }
+    v
 }
 
 /// The shipment and up to `trace.len()` trace lines (given newest first).
@@ -108,6 +115,26 @@ mod tests {
     fn beijing_time_is_utc_plus_eight_across_midnight() {
         let t = Utc.with_ymd_and_hms(2026, 11, 23, 18, 2, 11).unwrap();
         assert_eq!(beijing_time(t), "2026-11-24 02:02:11");
+    }
+
+    #[test]
+    fn a_future_dated_line_shows_the_time_the_carrier_claimed() {
+        let seen = Utc.with_ymd_and_hms(2026, 11, 24, 6, 0, 0).unwrap();
+        let mut e = TraceEvent {
+            time: seen,
+            description: "【杭州市】快件已发出".into(),
+            ..TraceEvent::default()
+        };
+        let plain = event_view(&e);
+        assert_eq!(plain["time"], "2026-11-24T06:00:00Z");
+        assert!(plain.get("claimed_time").is_none(), "{plain}");
+
+        e.claimed_time = Some(Utc.with_ymd_and_hms(2098, 12, 31, 16, 0, 0).unwrap());
+        let flagged = event_view(&e);
+        assert_eq!(flagged["claimed_time"], "2098-12-31T16:00:00Z");
+        // The line stays where we first saw it.
+        assert_eq!(flagged["time"], "2026-11-24T06:00:00Z");
+        assert_eq!(flagged["time_local"], "2026-11-24 14:00:00");
     }
 
     #[test]

@@ -250,7 +250,15 @@ where
         match sub.subscribe(&q).await {
             Ok(done) => {
                 // A lost race re-runs the decision on the fresh copy; subscribing twice is harmless.
-                apply(&t.store, id, Some(shipment), Observation::Subscribed, &t.ctx, now).await?;
+                apply(
+                    &t.store,
+                    id,
+                    Some(shipment),
+                    Observation::Subscribed,
+                    &t.ctx,
+                    now,
+                )
+                .await?;
                 tracing::info!(
                     provider = sub.name(),
                     already = done.already_subscribed,
@@ -342,13 +350,13 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use parcelwatch::domain::{CheckContext, StageHistory};
-    use std::sync::Arc;
     use parcelwatch::domain::{
         Priority, Recipient, Shipment, Status, SubStatus, TraceEvent, TraceSnapshot,
     };
     use parcelwatch::queue::QueueError;
     use parcelwatch::store::MemoryStore;
     use std::collections::HashMap;
+    use std::sync::Arc;
     use std::sync::Mutex;
 
     /// A scripted answer: a snapshot, or an error `(retryable, reason)`.
@@ -792,7 +800,10 @@ mod tests {
             Err((true, "quota: 超过每日查询上限".into())),
         );
         let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
-        assert_eq!(process(&t, &id, None, now()).await.unwrap(), Processed::Deferred);
+        assert_eq!(
+            process(&t, &id, None, now()).await.unwrap(),
+            Processed::Deferred
+        );
         let s = t.store.shipment(&id).unwrap();
         assert_eq!(s.next_check_at, Some(now() + chrono::Duration::hours(8)));
         assert!(t.dead_letters.0.lock().unwrap().is_empty());

@@ -181,7 +181,9 @@ pub fn decide(
     now: DateTime<Utc>,
 ) -> Decision {
     let history: &dyn StageHistory = &*ctx.history;
-    let policy = ctx.policy.with_history(history, current.id.carrier.as_str());
+    let policy = ctx
+        .policy
+        .with_history(history, current.id.carrier.as_str());
     match observation {
         Observation::Trace { snapshot, source } => {
             let (mut d, facts) = fold(current, snapshot, now, &policy);
@@ -273,7 +275,8 @@ fn verdict_in_context(current: &Shipment, snapshot: &TraceSnapshot) -> Status {
 /// Is this the line we hold as our newest? By identity, or (a line stored before lines had
 /// identities) by its time and text.
 fn is_held_newest(held: &(EventKey, TraceEvent), line: &(EventKey, TraceEvent)) -> bool {
-    held.0.id == line.0.id || (held.0.time == line.0.time && held.1.description == line.1.description)
+    held.0.id == line.0.id
+        || (held.0.time == line.0.time && held.1.description == line.1.description)
 }
 
 /// Steps 1, 2 and 4 of a trace observation: lines, verdict, schedule; and the facts of the
@@ -428,8 +431,7 @@ fn judge_progress(
             (previous.status, previous.sub_status.as_ref()),
             (updated.status, updated.sub_status.as_ref()),
         );
-        updated.status_changed_at = if d.transition.as_ref().is_some_and(|t| t.is_status_change())
-        {
+        updated.status_changed_at = if d.transition.as_ref().is_some_and(|t| t.is_status_change()) {
             now
         } else {
             previous.status_changed_at
@@ -459,6 +461,8 @@ pub fn encode_line_ids(ids: &[LineId]) -> String {
 }
 
 /// [`encode_line_ids`] back; `None` when the text is not a whole number of ids.
+// `usize::is_multiple_of` is Rust 1.87; the workspace declares rust-version 1.85.
+#[allow(clippy::manual_is_multiple_of)]
 pub fn decode_line_ids(s: &str) -> Option<Vec<LineId>> {
     if s.len() % LineId::HEX != 0 || !s.is_ascii() {
         return None;
@@ -476,7 +480,12 @@ mod tests {
 
     /// One poll of Kdniao, as the tracker decides it with no history.
     fn apply_check(s: &Shipment, snap: &TraceSnapshot, now: DateTime<Utc>) -> Decision {
-        decide(s, Observation::poll(snap, "kdniao"), &CheckContext::standalone(), now)
+        decide(
+            s,
+            Observation::poll(snap, "kdniao"),
+            &CheckContext::standalone(),
+            now,
+        )
     }
 
     fn apply_policy(

@@ -358,7 +358,12 @@ mod tests {
             TraceSnapshot,
         };
         let apply_check = |s: &Shipment, snap: &TraceSnapshot, now| {
-            decide(s, Observation::poll(snap, "kdniao"), &CheckContext::standalone(), now)
+            decide(
+                s,
+                Observation::poll(snap, "kdniao"),
+                &CheckContext::standalone(),
+                now,
+            )
         };
         use chrono::{TimeZone, Utc};
         let t = |h: u32| Utc.with_ymd_and_hms(2026, 11, 24, h, 0, 0).unwrap();

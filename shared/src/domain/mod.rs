@@ -18,13 +18,13 @@ pub mod trace;
 
 pub use cadence::{Cadence, LearnedCadence};
 pub use carriers::CarrierInfo;
+pub use check::{decide, CheckContext, Decision, Observation, ProviderRules, Source};
 pub use detect::{detect, detect_carrier, Candidate};
 pub use ids::{Carrier, IdError, PhoneLast4, PhoneNumber, SealedPhone, ShipmentId, TrackingNumber};
 pub use schedule::{
     check_interval, next_check_at, plan_next_check, safety_net_check, Priority, SAFETY_NET,
 };
 pub use schedule::{Expiry, NextCheck, ScheduleInput};
-pub use check::{decide, CheckContext, Decision, Observation, ProviderRules, Source};
 pub use shipment::{Ignored, Locale, Recipient, SchedulePolicy, Shipment, Transition};
 pub use stall::{NoHistory, StageHistory};
 pub use status::{Status, SubStatus};

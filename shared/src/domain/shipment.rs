@@ -137,7 +137,10 @@ impl Shipment {
         let legacy = (self.line_ids.len() as u64) < u64::from(self.event_count);
         legacy
             && !line.is_future_dated()
-            && self.last_event.as_ref().is_some_and(|(k, _)| key.time <= k.time)
+            && self
+                .last_event
+                .as_ref()
+                .is_some_and(|(k, _)| key.time <= k.time)
     }
 
     /// Record these line identities as held.

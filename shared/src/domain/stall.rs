@@ -341,7 +341,12 @@ impl Facts<'_> {
     /// Pickup from an answer's identified lines (as [`Facts::from_snapshot`]), leaving out
     /// future-dated ones: a wrong clock does not start the journey.
     pub fn from_lines(lines: &[(EventKey, TraceEvent)]) -> Facts<'static> {
-        let dated = || lines.iter().map(|(_, e)| e).filter(|e| !e.is_future_dated());
+        let dated = || {
+            lines
+                .iter()
+                .map(|(_, e)| e)
+                .filter(|e| !e.is_future_dated())
+        };
         let first_picked = dated()
             .filter(|e| {
                 e.status

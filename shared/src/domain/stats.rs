@@ -564,7 +564,10 @@ mod tests {
             s.status_changed_at = t + Duration::minutes(20);
         }
         s.last_event = Some((
-            EventKey { time: t, id: crate::domain::LineId(0) },
+            EventKey {
+                time: t,
+                id: crate::domain::LineId(0),
+            },
             TraceEvent {
                 time: t,
                 description: "scan".into(),

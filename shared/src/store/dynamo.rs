@@ -5,7 +5,8 @@ use super::{Claim, DueEntry, DueIndex, Ledger, ShipmentStore, StoreError};
 use crate::domain::{fmt_time, EventKey, Shipment, ShipmentId, TraceEvent};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
+    AttributeValue, KeysAndAttributes, PutRequest, ReturnValuesOnConditionCheckFailure,
+    WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};

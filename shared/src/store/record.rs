@@ -3,8 +3,8 @@
 //! (`serde_dynamo::Item` in aws_lambda_events), so the notifier reads exactly what the tracker wrote.
 
 use crate::domain::{
-    fmt_time, parse_time, EventKey, LineId, Locale, Priority, Recipient, SealedPhone, Shipment, ShipmentId,
-    Status, SubStatus, TraceEvent,
+    fmt_time, parse_time, EventKey, LineId, Locale, Priority, Recipient, SealedPhone, Shipment,
+    ShipmentId, Status, SubStatus, TraceEvent,
 };
 use serde::{Deserialize, Serialize};
 
@@ -403,7 +403,13 @@ mod tests {
             raw_code: Some("202".into()),
             claimed_time: None,
         };
-        s.last_event = Some((EventKey { time: now, id: crate::domain::LineId(2) }, ev));
+        s.last_event = Some((
+            EventKey {
+                time: now,
+                id: crate::domain::LineId(2),
+            },
+            ev,
+        ));
         s.event_count = 7;
         s.subscribed_at = Some(now);
         s.last_push_at = Some(now);
