@@ -73,9 +73,14 @@ pub async fn from_env() -> Result<LiveApi, Error> {
     Ok(build(&sdk, &base, cfg, vault))
 }
 
+/// How long a container's first invocation waits for the delivery history (one or two Queries).
+const HISTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub async fn lambda(
     api: &LiveApi,
     event: LambdaEvent<ApiGatewayV2httpRequest>,
 ) -> Result<ApiGatewayV2httpResponse, Error> {
+    // The first invocation of a container decides only once the delivery history is in.
+    parcelwatch::store::analytics::history_loaded(HISTORY_WAIT).await;
     Ok(handle(api, event.payload, chrono::Utc::now()).await)
 }

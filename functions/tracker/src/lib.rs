@@ -120,9 +120,14 @@ pub async fn from_env() -> Result<LiveTracker, Error> {
     build(&sdk, &base, cfg)
 }
 
+/// How long a container's first invocation waits for the delivery history (one or two Queries).
+const HISTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub async fn lambda(
     tracker: &LiveTracker,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
+    // The first invocation of a container decides only once the delivery history is in.
+    parcelwatch::store::analytics::history_loaded(HISTORY_WAIT).await;
     Ok(handle_batch(tracker, event.payload, chrono::Utc::now()).await)
 }

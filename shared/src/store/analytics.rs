@@ -681,19 +681,66 @@ mod tests {
 /// The history a long-lived container holds: replaced whole by a refresh, read by every check
 /// (the tracker's stall and delay thresholds follow it as deliveries land).
 #[derive(Default)]
-pub struct SharedHistory(std::sync::RwLock<HistorySnapshot>);
+pub struct SharedHistory {
+    held: std::sync::RwLock<HistorySnapshot>,
+    loaded: std::sync::atomic::AtomicBool,
+    first_load: tokio::sync::Notify,
+}
 
 impl SharedHistory {
     pub fn replace(&self, history: HistorySnapshot) {
         // A poisoned lock means a reader panicked; the snapshot itself is plain data.
-        match self.0.write() {
+        match self.held.write() {
             Ok(mut held) => *held = history,
             Err(poisoned) => *poisoned.into_inner() = history,
+        }
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.first_load.notify_waiters();
+    }
+
+    /// Wait (at most `max`) until the history has been loaded once. A container's first
+    /// decisions must not be taken without the history its other containers decide with: a
+    /// push decided without it would clear a `late` flag the next poll raises again (a second
+    /// alert). On Lambda the background load only runs during an invocation, so the handler
+    /// waits here before its first decision; afterwards this returns at once.
+    pub async fn wait_loaded(&self, max: std::time::Duration) {
+        use std::sync::atomic::Ordering;
+        if self.loaded.load(Ordering::Acquire) {
+            return;
+        }
+        let notified = self.first_load.notified();
+        if self.loaded.load(Ordering::Acquire) {
+            return;
+        }
+        if tokio::time::timeout(max, notified).await.is_err() {
+            tracing::warn!(
+                waited_ms = max.as_millis() as u64,
+                "delivery history not loaded yet; deciding on what is held"
+            );
         }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HistorySnapshot> {
-        self.0.read().unwrap_or_else(|p| p.into_inner())
+        self.held.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Every history [`SharedHistory::refreshed`] made in this process, for [`history_loaded`].
+static LIVE: std::sync::Mutex<Vec<std::sync::Weak<SharedHistory>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Wait (at most `max` each) until every refreshed history of this process has loaded once:
+/// what a function's handler awaits before its decisions ([`SharedHistory::wait_loaded`]).
+pub async fn history_loaded(max: std::time::Duration) {
+    let live: Vec<std::sync::Arc<SharedHistory>> = LIVE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .collect();
+    for h in live {
+        h.wait_loaded(max).await;
     }
 }
 
@@ -707,6 +754,9 @@ impl SharedHistory {
     /// fails, decisions use what is held (at first: the stages' fallbacks). Needs a Tokio runtime.
     pub fn refreshed<A: AnalyticsStore + 'static>(store: A) -> std::sync::Arc<SharedHistory> {
         let shared = std::sync::Arc::new(SharedHistory::default());
+        LIVE.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(std::sync::Arc::downgrade(&shared));
         let target = shared.clone();
         tokio::spawn(async move {
             loop {
