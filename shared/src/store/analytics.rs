@@ -694,6 +694,10 @@ impl SharedHistory {
             Ok(mut held) => *held = history,
             Err(poisoned) => *poisoned.into_inner() = history,
         }
+        self.settle_first_load();
+    }
+
+    fn settle_first_load(&self) {
         self.loaded
             .store(true, std::sync::atomic::Ordering::Release);
         self.first_load.notify_waiters();
@@ -762,7 +766,12 @@ impl SharedHistory {
             loop {
                 match store.load_history().await {
                     Ok(h) => target.replace(h),
-                    Err(e) => tracing::warn!(error = %e, "delivery history not refreshed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "delivery history not refreshed");
+                        // A failed first load must not hold every invocation: decide on what
+                        // is held (the fallbacks) until a refresh succeeds.
+                        target.settle_first_load();
+                    }
                 }
                 tokio::time::sleep(HISTORY_REFRESH).await;
             }
