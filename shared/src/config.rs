@@ -139,7 +139,8 @@ pub struct SchedulerConfig {
     /// At most this many shipments enqueued per run (keeps one run inside its timeout and the
     /// queue as deep as the trackers can drain).
     pub max_enqueue: usize,
-    /// How far a shipment's due time is pushed while its check is in flight.
+    /// A check not done within this time of being enqueued is enqueued again (the stuck sweep,
+    /// once per this period per due shard). `SCHEDULER_LEASE_SECONDS`.
     pub lease: Duration,
 }
 

@@ -1,10 +1,11 @@
-//! scheduler: on every EventBridge tick, find the shipments whose check is due (sharded, sparse
-//! due index, never a Scan), lease each one so it is not enqueued twice while in flight, and
-//! fan them out to the tracking queue ten per `SendMessageBatch`.
+//! scheduler: on every EventBridge tick, find the shipments that became due since the last run
+//! (sharded, sparse due index, never a Scan; one watermark per shard), fan them out to the
+//! tracking queue ten per `SendMessageBatch`, then advance the watermarks with one conditional
+//! write. It never writes a shipment; a stuck sweep re-enqueues checks that never finished.
 
 pub mod handler;
 
-pub use handler::{run_schedule, ScheduleReport};
+pub use handler::{run_schedule, ScheduleReport, SETTLE};
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent};
@@ -40,8 +41,8 @@ impl Deps {
     }
 }
 
-/// The Lambda entry: the scheduled event's `time` is "now" (so a replayed or simulated tick
-/// schedules as of its own time).
+/// The Lambda entry: the scheduled event's `time` is "now" (so a simulated tick schedules as of
+/// its own time; a tick not after the last run's does nothing).
 pub async fn lambda(
     deps: &Deps,
     event: LambdaEvent<EventBridgeEvent>,

@@ -1,7 +1,9 @@
 //! DynamoDB adapter of the store ports.
 
-use super::record::{EventRecord, ShipmentRecord, META};
-use super::{Claim, DueEntry, DueIndex, Ledger, ShipmentStore, StoreError};
+use super::record::{EventRecord, ShipmentRecord, WatermarkRecord, META, WATERMARK_PK};
+use super::{
+    Claim, DueEntry, DueIndex, DuePosition, Ledger, ShipmentStore, StoreError, Watermarks,
+};
 use crate::domain::{fmt_time, EventKey, Shipment, ShipmentId, TraceEvent};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
@@ -274,28 +276,65 @@ impl DueIndex for DynamoStore {
         self.due_shards
     }
 
-    async fn due(
+    async fn due_between(
         &self,
         shard: u32,
+        after: Option<&DuePosition>,
         until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<DueEntry>, StoreError> {
+        let due_pk = format!("DUE#{shard}");
+        let until = fmt_time(until);
+        // The lower bound. Inside a second (`pk` given): that second, and DynamoDB's own paging
+        // resumes after the entry (a GSI's ExclusiveStartKey is the index key plus the table
+        // key; it must lie within the key condition). After a whole second: from the next one
+        // (`due_sk` is whole-second RFC 3339, so the next second is the next possible value).
+        let (from, mut start) = match after {
+            None => (None, None),
+            Some(DuePosition {
+                due_sk,
+                pk: Some(pk),
+            }) => {
+                let key = HashMap::from([
+                    ("due_pk".to_string(), s(&due_pk)),
+                    ("due_sk".to_string(), s(due_sk)),
+                    ("pk".to_string(), s(pk)),
+                    ("sk".to_string(), s(META)),
+                ]);
+                (Some(due_sk.clone()), Some(key))
+            }
+            Some(DuePosition { due_sk, pk: None }) => {
+                let next = crate::domain::parse_time(due_sk)
+                    .and_then(|t| t.checked_add_signed(chrono::Duration::seconds(1)))
+                    .map(fmt_time)
+                    // Not ours (every due time is written by fmt_time): include that second again
+                    // rather than skip anything.
+                    .unwrap_or_else(|| due_sk.clone());
+                (Some(next), None)
+            }
+        };
+        if from.as_ref().is_some_and(|f| *f > until) {
+            // An empty range (BETWEEN with its bounds crossed is a ValidationException).
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
         while out.len() < limit {
-            let page = self
+            let mut q = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .index_name(DUE_INDEX)
-                .key_condition_expression("due_pk = :p AND due_sk <= :until")
-                .expression_attribute_values(":p", s(format!("DUE#{shard}")))
-                .expression_attribute_values(":until", s(fmt_time(until)))
+                .expression_attribute_values(":p", s(&due_pk))
+                .expression_attribute_values(":until", s(&until))
                 .limit(((limit - out.len()).min(1000)) as i32)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
+                .set_exclusive_start_key(start.take());
+            q = match &from {
+                None => q.key_condition_expression("due_pk = :p AND due_sk <= :until"),
+                Some(from) => q
+                    .key_condition_expression("due_pk = :p AND due_sk BETWEEN :from AND :until")
+                    .expression_attribute_values(":from", s(from)),
+            };
+            let page = q.send().await.map_err(classify)?;
             for item in page.items() {
                 let pk = item.get("pk").and_then(|v| v.as_s().ok());
                 let due = item.get("due_sk").and_then(|v| v.as_s().ok());
@@ -320,21 +359,56 @@ impl DueIndex for DynamoStore {
         Ok(out)
     }
 
-    async fn lease(&self, entry: &DueEntry, until: DateTime<Utc>) -> Result<bool, StoreError> {
-        let until = fmt_time(until);
-        let res = self
+    async fn watermarks(&self) -> Result<Watermarks, StoreError> {
+        let out = self
             .client
-            .update_item()
+            .get_item()
             .table_name(&self.table)
-            .key("pk", s(entry.id.pk()))
+            .key("pk", s(WATERMARK_PK))
             .key("sk", s(META))
-            .update_expression("SET due_sk = :lease, next_check_at = :lease")
-            .condition_expression("due_sk = :seen")
-            .expression_attribute_values(":lease", s(until))
-            .expression_attribute_values(":seen", s(entry.due_sk.clone()))
+            .consistent_read(true)
             .send()
-            .await;
-        match res.map_err(classify) {
+            .await
+            .map_err(classify)?;
+        let Some(item) = out.item else {
+            return Ok(Watermarks::default());
+        };
+        let rec: WatermarkRecord = serde_dynamo::from_item(item).map_err(|e| super::BadRecord {
+            pk: WATERMARK_PK.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(rec.into_watermarks()?)
+    }
+
+    async fn advance(&self, expected_run: u64, next: &Watermarks) -> Result<bool, StoreError> {
+        let mut next = next.clone();
+        next.run = expected_run + 1;
+        // When the write lands but its answer is lost, the SDK sends the same request again: the
+        // token lets that retry recognise its own write instead of reporting the race lost.
+        let token = claim_token();
+        let item = to_item(&WatermarkRecord::from_watermarks(&next, &token))?;
+        let condition = if expected_run == 0 {
+            "attribute_not_exists(pk) OR (#run = :next AND #token = :token)"
+        } else {
+            "#run = :expected OR (#run = :next AND #token = :token)"
+        };
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":next", AttributeValue::N(next.run.to_string()))
+            .expression_attribute_values(":token", s(&token));
+        if expected_run > 0 {
+            put = put.expression_attribute_values(
+                ":expected",
+                AttributeValue::N(expected_run.to_string()),
+            );
+        }
+        match put.send().await.map_err(classify) {
             Ok(_) => Ok(true),
             Err(StoreError::Conflict(_)) => Ok(false),
             Err(e) => Err(e),

@@ -1,8 +1,10 @@
 //! In-memory store for fast handler tests. Same conditional semantics as the DynamoDB adapter;
 //! never the only proof (the integration tests run the DynamoDB adapter against the local stack).
 
-use super::{Claim, DueEntry, DueIndex, Ledger, ShipmentStore, StoreError};
-use crate::domain::{fmt_time, parse_time, EventKey, Shipment, ShipmentId, TraceEvent};
+use super::{
+    Claim, DueEntry, DueIndex, DuePosition, Ledger, ShipmentStore, StoreError, Watermarks,
+};
+use crate::domain::{fmt_time, EventKey, Shipment, ShipmentId, TraceEvent};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -21,6 +23,8 @@ pub struct MemoryStore {
     pub shipments: Mutex<BTreeMap<ShipmentId, Shipment>>,
     pub events: Mutex<BTreeMap<(ShipmentId, EventKey), TraceEvent>>,
     pub ledger: Mutex<BTreeMap<(ShipmentId, String), LedgerEntry>>,
+    /// The scheduler's watermark item (`None`: not written yet).
+    pub watermarks: Mutex<Option<Watermarks>>,
 }
 
 impl MemoryStore {
@@ -102,35 +106,43 @@ impl DueIndex for MemoryStore {
     fn shards(&self) -> u32 {
         self.shards
     }
-    async fn due(
+    async fn due_between(
         &self,
         shard: u32,
+        after: Option<&DuePosition>,
         until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<DueEntry>, StoreError> {
+        let until = fmt_time(until);
         let m = lock(&self.shipments);
         let mut due: Vec<DueEntry> = m
             .values()
             .filter(|s| s.id.due_shard(self.shards) == shard)
-            .filter_map(|s| s.next_check_at.filter(|t| *t <= until).map(|t| (s, t)))
-            .map(|(s, t)| DueEntry {
-                id: s.id.clone(),
-                due_sk: fmt_time(t),
+            .filter_map(|s| {
+                s.next_check_at.map(|t| DueEntry {
+                    id: s.id.clone(),
+                    due_sk: fmt_time(t),
+                })
             })
+            .filter(|e| e.due_sk <= until)
+            .filter(|e| after.is_none_or(|a| e.position() > *a))
             .collect();
-        due.sort_by(|a, b| a.due_sk.cmp(&b.due_sk));
+        due.sort_by_key(DueEntry::position);
         due.truncate(limit);
         Ok(due)
     }
-    async fn lease(&self, entry: &DueEntry, until: DateTime<Utc>) -> Result<bool, StoreError> {
-        let mut m = lock(&self.shipments);
-        match m.get_mut(&entry.id) {
-            Some(s) if s.next_check_at.map(fmt_time).as_deref() == Some(entry.due_sk.as_str()) => {
-                s.next_check_at = parse_time(&fmt_time(until));
-                Ok(true)
-            }
-            _ => Ok(false),
+    async fn watermarks(&self) -> Result<Watermarks, StoreError> {
+        Ok(lock(&self.watermarks).clone().unwrap_or_default())
+    }
+    async fn advance(&self, expected_run: u64, next: &Watermarks) -> Result<bool, StoreError> {
+        let mut w = lock(&self.watermarks);
+        if w.as_ref().map_or(0, |w| w.run) != expected_run {
+            return Ok(false);
         }
+        let mut next = next.clone();
+        next.run = expected_run + 1;
+        *w = Some(next);
+        Ok(true)
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 pub use dynamo::DynamoStore;
 pub use memory::MemoryStore;
-pub use record::{BadRecord, EventRecord, ShipmentRecord};
+pub use record::{BadRecord, EventRecord, ShipmentRecord, WatermarkRecord, WATERMARK_PK};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -87,26 +87,106 @@ pub trait ShipmentStore: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueEntry {
     pub id: ShipmentId,
-    /// The due time as stored (the lease is conditional on it).
+    /// The due time as stored (`next_check_at`, RFC 3339, whole seconds).
     pub due_sk: String,
 }
 
-/// The sparse, sharded due index.
+impl DueEntry {
+    /// The index position just after this entry.
+    pub fn position(&self) -> DuePosition {
+        DuePosition {
+            due_sk: self.due_sk.clone(),
+            pk: Some(self.id.pk()),
+        }
+    }
+}
+
+/// A position in one shard of the due index, which is ordered by `due_sk` and, among equal due
+/// times, by the item's key (the order DynamoDB pages a GSI in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuePosition {
+    pub due_sk: String,
+    /// `Some(pk)`: just after that entry. `None`: after every entry due at `due_sk`.
+    pub pk: Option<String>,
+}
+
+impl DuePosition {
+    /// After every entry due at or before `t`.
+    pub fn end_of(t: DateTime<Utc>) -> DuePosition {
+        DuePosition {
+            due_sk: crate::domain::fmt_time(t),
+            pk: None,
+        }
+    }
+}
+
+impl Ord for DuePosition {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // `None` sorts after every key of the same second.
+        self.due_sk
+            .cmp(&other.due_sk)
+            .then_with(|| match (&self.pk, &other.pk) {
+                (Some(a), Some(b)) => a.cmp(b),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            })
+    }
+}
+
+impl PartialOrd for DuePosition {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Where the scheduler stands in one due shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardMark {
+    /// The watermark: every entry at or before it was enqueued by some run. `None`: nothing yet
+    /// (the next run starts from the oldest entry).
+    pub after: Option<DuePosition>,
+    /// The stuck sweep's bound: entries due at or before it were passed by the watermark at
+    /// least one lease before the sweep runs; those still there are re-enqueued.
+    pub sweep_to: Option<DateTime<Utc>>,
+    /// When the next sweep of this shard starts.
+    pub sweep_at: Option<DateTime<Utc>>,
+    /// How far an unfinished sweep (cut by the budget or a failed send) got.
+    pub sweep_after: Option<DuePosition>,
+}
+
+/// The scheduler's state: one item (`SCHED#due` / `META`), outside the stream consumers'
+/// filters (its pk does not start with `SHIP#`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Watermarks {
+    /// Runs that advanced it; 0 when the item does not exist yet. The write is conditional on it.
+    pub run: u64,
+    /// The `now` of the last run that advanced it.
+    pub at: Option<DateTime<Utc>>,
+    pub shards: std::collections::BTreeMap<u32, ShardMark>,
+}
+
+/// The sparse, sharded due index and the scheduler's watermarks over it. The scheduler never
+/// writes a shipment: a check moves its due time (the tracker's write), the index is only read.
 pub trait DueIndex: Send + Sync {
     fn shards(&self) -> u32;
-    /// Shipments of one shard due at or before `until`, oldest first, at most `limit`.
-    fn due(
+    /// Entries of one shard strictly after `after` (`None`: from the oldest) and due at or
+    /// before `until`, in index order, at most `limit`.
+    fn due_between(
         &self,
         shard: u32,
+        after: Option<&DuePosition>,
         until: DateTime<Utc>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<DueEntry>, StoreError>> + Send;
-    /// Push the due time to `until` while the check is in flight, on condition that nobody else
-    /// leased or checked it meanwhile. `Ok(false)`: someone did; do not enqueue it.
-    fn lease(
+    /// The watermarks as the last run left them (strongly consistent).
+    fn watermarks(&self) -> impl Future<Output = Result<Watermarks, StoreError>> + Send;
+    /// Replace the watermarks with `next` (its `run` is `expected_run + 1`), on condition that
+    /// nobody advanced them since they were read at `expected_run`. `Ok(false)`: someone did.
+    fn advance(
         &self,
-        entry: &DueEntry,
-        until: DateTime<Utc>,
+        expected_run: u64,
+        next: &Watermarks,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 

@@ -262,6 +262,113 @@ impl ShipmentRecord {
     }
 }
 
+/// The scheduler's watermark item: `pk = SCHED#due`, `sk = META`. Outside the stream consumers'
+/// filters (`pk` prefix `SHIP#`), so its one write per run wakes nobody.
+pub const WATERMARK_PK: &str = "SCHED#due";
+
+/// The watermark item, attribute for attribute (short names: it is rewritten every busy minute
+/// and billed per started KB).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatermarkRecord {
+    pub pk: String,
+    pub sk: String,
+    pub run: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// Unique per write attempt: a retried write whose first answer was lost recognises itself.
+    #[serde(default)]
+    pub token: String,
+    /// Per shard (`"0"`, `"1"`, …).
+    #[serde(default)]
+    pub shards: std::collections::BTreeMap<String, ShardMarkRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardMarkRecord {
+    /// Watermark: due time, and the entry's pk when it stops inside that second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w_pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_w: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_w_pk: Option<String>,
+}
+
+fn position(due_sk: &Option<String>, pk: &Option<String>) -> Option<super::DuePosition> {
+    due_sk.as_ref().map(|d| super::DuePosition {
+        due_sk: d.clone(),
+        pk: pk.clone(),
+    })
+}
+
+impl WatermarkRecord {
+    pub fn from_watermarks(w: &super::Watermarks, token: &str) -> WatermarkRecord {
+        let shards = w
+            .shards
+            .iter()
+            .map(|(shard, m)| {
+                let rec = ShardMarkRecord {
+                    w: m.after.as_ref().map(|p| p.due_sk.clone()),
+                    w_pk: m.after.as_ref().and_then(|p| p.pk.clone()),
+                    sweep_to: m.sweep_to.map(fmt_time),
+                    sweep_at: m.sweep_at.map(fmt_time),
+                    sweep_w: m.sweep_after.as_ref().map(|p| p.due_sk.clone()),
+                    sweep_w_pk: m.sweep_after.as_ref().and_then(|p| p.pk.clone()),
+                };
+                (shard.to_string(), rec)
+            })
+            .collect();
+        WatermarkRecord {
+            pk: WATERMARK_PK.to_string(),
+            sk: META.to_string(),
+            run: w.run,
+            at: w.at.map(fmt_time),
+            token: token.to_string(),
+            shards,
+        }
+    }
+
+    /// The watermarks back. A shard key or time that does not parse is an error: the item is
+    /// ours alone, so it means corruption, and guessing could skip due checks.
+    pub fn into_watermarks(self) -> Result<super::Watermarks, BadRecord> {
+        let bad = |reason: String| BadRecord {
+            pk: WATERMARK_PK.to_string(),
+            reason,
+        };
+        let time = |field: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|t| parse_time(t).ok_or_else(|| bad(format!("{field} `{t}` is not RFC 3339"))))
+                .transpose()
+        };
+        let mut shards = std::collections::BTreeMap::new();
+        for (key, m) in &self.shards {
+            let shard: u32 = key
+                .parse()
+                .map_err(|_| bad(format!("shard `{key}` is not a number")))?;
+            shards.insert(
+                shard,
+                super::ShardMark {
+                    after: position(&m.w, &m.w_pk),
+                    sweep_to: time("sweep_to", &m.sweep_to)?,
+                    sweep_at: time("sweep_at", &m.sweep_at)?,
+                    sweep_after: position(&m.sweep_w, &m.sweep_w_pk),
+                },
+            );
+        }
+        Ok(super::Watermarks {
+            run: self.run,
+            at: time("at", &self.at)?,
+            shards,
+        })
+    }
+}
+
 /// A trace line item: `pk = SHIP#…`, `sk = EVT#{time}#{line id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
@@ -458,6 +565,55 @@ mod tests {
         s.next_check_at = None;
         let rec = ShipmentRecord::from_shipment(&s, 16);
         assert_eq!((rec.due_pk, rec.due_sk), (None, None));
+    }
+
+    #[test]
+    fn the_watermarks_round_trip_through_their_item_and_stay_out_of_the_stream_filter() {
+        use crate::store::{DuePosition, ShardMark, Watermarks};
+        let t = chrono::Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap();
+        let mut w = Watermarks {
+            run: 7,
+            at: Some(t),
+            ..Watermarks::default()
+        };
+        w.shards.insert(
+            0,
+            ShardMark {
+                after: Some(DuePosition::end_of(t)),
+                sweep_to: Some(t - chrono::Duration::minutes(15)),
+                sweep_at: Some(t + chrono::Duration::minutes(15)),
+                sweep_after: None,
+            },
+        );
+        w.shards.insert(
+            11,
+            ShardMark {
+                after: Some(DuePosition {
+                    due_sk: fmt_time(t),
+                    pk: Some("SHIP#YTO#YT1".into()),
+                }),
+                sweep_after: Some(DuePosition {
+                    due_sk: fmt_time(t),
+                    pk: Some("SHIP#ZTO#7".into()),
+                }),
+                ..ShardMark::default()
+            },
+        );
+        let rec = WatermarkRecord::from_watermarks(&w, "tok");
+        let item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> =
+            serde_dynamo::to_item(&rec).unwrap();
+        assert_eq!(item["pk"].as_s().unwrap(), "SCHED#due");
+        assert!(!item.contains_key("due_sk") && !item.contains_key("due_pk"));
+        let keys: serde_dynamo::Item = serde_dynamo::to_item(serde_json::json!({
+            "pk": WATERMARK_PK, "sk": META
+        }))
+        .unwrap();
+        assert!(!is_shipment_head(&keys), "the notifier's filter drops it");
+        let back: WatermarkRecord = serde_dynamo::from_item(item).unwrap();
+        assert_eq!(back.into_watermarks().unwrap(), w);
+        let mut broken = WatermarkRecord::from_watermarks(&w, "tok");
+        broken.at = Some("yesterday".into());
+        assert!(broken.into_watermarks().is_err());
     }
 
     #[test]
