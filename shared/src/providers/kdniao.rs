@@ -427,7 +427,7 @@ pub fn response_to_snapshot(
         let reason = resp.reason.as_deref().unwrap_or("");
         match classify_failure(reason, resp.result_code.as_deref()) {
             // Not an error: nothing to see yet. Pending (see `known_code("0")`), no events;
-            // apply_check refuses it as a regression if we already know better.
+            // the decision (domain::check) refuses it as a regression if we already know better.
             Failure::NoTrace => {
                 return Ok(TraceSnapshot {
                     status: Status::Pending,

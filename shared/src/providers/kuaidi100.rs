@@ -862,7 +862,7 @@ fn decode_query_answer(body: &str) -> Result<QueryAnswer, ProviderError> {
 }
 
 /// The snapshot for a "no result yet" answer: Pending, no sub-status, no events (as Kdniao's
-/// 暂无轨迹信息). apply_check refuses it as a regression when we already know better.
+/// 暂无轨迹信息). the decision (domain::check) refuses it as a regression when we already know better.
 fn no_result_snapshot() -> TraceSnapshot {
     TraceSnapshot {
         status: Status::Pending,

@@ -694,10 +694,10 @@ impl SharedHistory {
             Ok(mut held) => *held = history,
             Err(poisoned) => *poisoned.into_inner() = history,
         }
-        self.settle_first_load();
+        self.release_first_load_waiters();
     }
 
-    fn settle_first_load(&self) {
+    fn release_first_load_waiters(&self) {
         self.loaded
             .store(true, std::sync::atomic::Ordering::Release);
         self.first_load.notify_waiters();
@@ -770,7 +770,7 @@ impl SharedHistory {
                         tracing::warn!(error = %e, "delivery history not refreshed");
                         // A failed first load must not hold every invocation: decide on what
                         // is held (the fallbacks) until a refresh succeeds.
-                        target.settle_first_load();
+                        target.release_first_load_waiters();
                     }
                 }
                 tokio::time::sleep(HISTORY_REFRESH).await;
