@@ -344,14 +344,21 @@ pub const PRICES: [Price; 10] = [
 
 /// What the scheduler costs a month whatever the load: EventBridge runs it every minute
 /// (`rate(1 minute)`, 43,200 runs in 30 days), each run one invocation of `memory_mb` for
-/// `seconds_per_run` and one eventually consistent due-index Query per shard (half an RRU when
-/// nothing, or little, is due). The per-check figures count the scheduler per tick of the run
-/// instead; this is the floor under them.
+/// `seconds_per_run`, one strongly consistent GetItem of its watermark item (1 RRU), and one
+/// eventually consistent due-index Query per shard (half an RRU when nothing, or little, is
+/// due), plus every 15 minutes (the stuck sweep's lease) one more Query per shard and one write
+/// of the watermark item (about 110 bytes per shard; an idle run writes nothing else). The
+/// per-check figures count the scheduler per tick of the run instead; this is the floor under
+/// them.
 pub fn scheduler_standing_usd_per_month(seconds_per_run: f64, memory_mb: u64, shards: u32) -> f64 {
     const RUNS: f64 = 30.0 * 24.0 * 60.0;
+    const RUNS_PER_SWEEP: f64 = 15.0;
+    let shards = shards as f64;
+    let watermark_wru = (shards * 110.0 / 1024.0).ceil().max(1.0);
     RUNS * (price("lambda.request") / 1e6
         + seconds_per_run * memory_mb as f64 / 1024.0 * price("lambda.gb_second_arm")
-        + shards as f64 * 0.5 * price("dynamodb.rru") / 1e6)
+        + (1.0 + shards * 0.5 * (1.0 + 1.0 / RUNS_PER_SWEEP)) * price("dynamodb.rru") / 1e6
+        + watermark_wru / RUNS_PER_SWEEP * price("dynamodb.wru") / 1e6)
 }
 
 pub fn price(key: &str) -> f64 {
@@ -636,14 +643,16 @@ mod tests {
         assert_eq!(operation(&none, b"GET /moto-api/data.json"), "other");
     }
 
-    /// 43,200 runs: $0.20/M requests, 50 ms at 128 MB, 16 half-RRU queries.
+    /// 43,200 runs: $0.20/M requests, 50 ms at 128 MB, the watermark's GetItem and 16 half-RRU
+    /// queries; every 15th run 16 more (the sweep) and a 2 KB watermark write.
     #[test]
     fn the_schedulers_standing_cost_is_a_few_cents_a_month() {
         let usd = scheduler_standing_usd_per_month(0.05, 128, 16);
         let want = 43_200.0
             * (price("lambda.request") / 1e6
                 + 0.05 / 8.0 * price("lambda.gb_second_arm")
-                + 8.0 * price("dynamodb.rru") / 1e6);
+                + (1.0 + 8.0 + 8.0 / 15.0) * price("dynamodb.rru") / 1e6
+                + 2.0 / 15.0 * price("dynamodb.wru") / 1e6);
         assert!((usd - want).abs() < 1e-12, "{usd} {want}");
         assert!(usd > 0.01 && usd < 1.0, "{usd}");
     }
