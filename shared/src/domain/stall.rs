@@ -341,31 +341,22 @@ impl Facts<'_> {
     /// Pickup from an answer's identified lines (as [`Facts::from_snapshot`]), leaving out
     /// future-dated ones: a wrong clock does not start the journey.
     pub fn from_lines(lines: &[(EventKey, TraceEvent)]) -> Facts<'static> {
-        let dated = || {
+        Facts::picked_up_from(
             lines
                 .iter()
                 .map(|(_, e)| e)
-                .filter(|e| !e.is_future_dated())
-        };
-        let first_picked = dated()
-            .filter(|e| {
-                e.status
-                    .is_some_and(|s| s.progress() >= Status::PickedUp.progress())
-            })
-            .map(|e| e.time)
-            .min();
-        Facts {
-            picked_up_at: first_picked.or_else(|| dated().map(|e| e.time).min()),
-            origin: None,
-            destination: None,
-        }
+                .filter(|e| !e.is_future_dated()),
+        )
     }
 
     /// Pickup from a provider's answer: the first line at or past PickedUp, else the first line.
     pub fn from_snapshot(snapshot: &TraceSnapshot) -> Facts<'static> {
-        let first_picked = snapshot
-            .events
-            .iter()
+        Facts::picked_up_from(snapshot.events.iter())
+    }
+
+    fn picked_up_from<'e>(lines: impl Iterator<Item = &'e TraceEvent> + Clone) -> Facts<'static> {
+        let first_picked = lines
+            .clone()
             .filter(|e| {
                 e.status
                     .is_some_and(|s| s.progress() >= Status::PickedUp.progress())
@@ -373,7 +364,7 @@ impl Facts<'_> {
             .map(|e| e.time)
             .min();
         Facts {
-            picked_up_at: first_picked.or_else(|| snapshot.events.iter().map(|e| e.time).min()),
+            picked_up_at: first_picked.or_else(|| lines.map(|e| e.time).min()),
             origin: None,
             destination: None,
         }
