@@ -11,8 +11,11 @@ use parcelwatch::providers::kdniao_push::{build_push_form, PUSH_REQUEST_TYPE_MON
 use parcelwatch_local::pipeline::{expected_sms, Pipeline, PipelineOptions};
 use std::collections::{BTreeMap, HashMap};
 
-/// Every item of the table, keyed and rendered, to compare before and after a refused request.
-async fn table_dump(p: &Pipeline) -> BTreeMap<(String, String), String> {
+/// Every item of the table by its key, to compare before and after a refused request. The items
+/// are compared as values (`AttributeValue` maps compare regardless of order): rendering them
+/// would print a nested map such as the scheduler's `shards` in hash order, which differs between
+/// two reads of the same item.
+async fn table_dump(p: &Pipeline) -> BTreeMap<(String, String), HashMap<String, AttributeValue>> {
     let mut out = BTreeMap::new();
     let mut start: Option<HashMap<String, AttributeValue>> = None;
     loop {
@@ -31,9 +34,7 @@ async fn table_dump(p: &Pipeline) -> BTreeMap<(String, String), String> {
                     .cloned()
                     .unwrap_or_default()
             };
-            let mut fields: Vec<String> = item.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-            fields.sort();
-            out.insert((key("pk"), key("sk")), fields.join(";"));
+            out.insert((key("pk"), key("sk")), item.clone());
         }
         match page.last_evaluated_key {
             Some(k) if !k.is_empty() => start = Some(k),
