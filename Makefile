@@ -99,13 +99,15 @@ BENCH_JOURNEYS   ?= 300
 BENCH_ORDERS     ?= 500
 BENCH_PUSHES     ?= 40
 BENCH_SECONDS    ?= 2
+BENCH_DEPLOYED   ?= 200
 FUNCTIONS        := scheduler tracker notifier order-sync api
 
 bench: setup ## the figures: CPU per check, cold starts, throughput, AWS cost per 1M checks, calls and latency; table in bench/results.md
 	cargo build --release $(addprefix -p ,$(FUNCTIONS))
 	cargo bench -p parcelwatch --bench check -- --warm-up-time 1 --measurement-time $(BENCH_SECONDS)
 	cargo run --release --quiet -p parcelwatch-local --bin bench -- --parcels $(BENCH_PARCELS) --hours $(BENCH_HOURS) \
-	  --coldstart-runs $(BENCH_COLDSTARTS) --journeys $(BENCH_JOURNEYS) --orders $(BENCH_ORDERS) --pushes $(BENCH_PUSHES) $(BENCH_ARGS)
+	  --coldstart-runs $(BENCH_COLDSTARTS) --journeys $(BENCH_JOURNEYS) --orders $(BENCH_ORDERS) --pushes $(BENCH_PUSHES) \
+	  --deployed-parcels $(BENCH_DEPLOYED) $(BENCH_ARGS)
 
 # moto routes a request by the service named in the credential scope; it checks no signature.
 MOTO_AUTH = Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/$(1)/aws4_request, SignedHeaders=host, Signature=0

@@ -14,6 +14,7 @@ pub mod provision;
 pub mod redrive;
 pub mod report;
 pub mod runner;
+pub mod runtime_api;
 pub mod sandbox;
 pub mod soak;
 pub mod stack;

@@ -3,6 +3,10 @@
 //!
 //! 1. **CPU per check** ([`cpu`]): the criterion run of `shared/benches/check.rs` (parse,
 //!    normalize, diff, write decision for a 20-line answer), read back from criterion's files.
+//! 2. **The deployed check** ([`deployed`]): the release `tracker` process behind a Runtime API
+//!    with the template's configuration (limiter on), fed SQS batches from the tracking queue:
+//!    process CPU per check from `/proc`, AWS requests, WRU and stream records per check by
+//!    operation and by kind of check, and the cost per 1M checks, all from one run.
 //! 2. **Cold start** ([`crate::coldstart`]): each release binary started as Lambda starts it,
 //!    against a Runtime API served here, until its first answer is posted.
 //! 3. **Pipeline throughput** ([`throughput`]): N parcels through scheduler → tracker → notifier
@@ -23,6 +27,7 @@
 //! bottleneck locally; timings are of a shared 2-core machine unless `results.md` says otherwise.
 
 pub mod cpu;
+pub mod deployed;
 pub mod schedule;
 pub mod table;
 pub mod throughput;
@@ -57,7 +62,11 @@ pub struct BenchArgs {
     pub criterion_dir: PathBuf,
     /// Where results.md and results.json go (`bench/`).
     pub out_dir: PathBuf,
-    /// Sections to run (all when empty): cpu, coldstart, throughput, schedule, orders, push.
+    /// Parcels of the deployed-check run, and how many times each is checked again.
+    pub deployed_parcels: usize,
+    pub deployed_rechecks: usize,
+    /// Sections to run (all when empty): cpu, deployed, coldstart, throughput, schedule, orders,
+    /// push.
     pub only: Vec<String>,
 }
 
@@ -74,6 +83,8 @@ impl Default for BenchArgs {
             hours: 24,
             coldstart_runs: 5,
             journeys: 300,
+            deployed_parcels: 200,
+            deployed_rechecks: 2,
             bin_dir: target.join("release"),
             criterion_dir: cpu::criterion_dir(),
             out_dir: root.join("bench"),
@@ -122,6 +133,15 @@ pub async fn run(args: BenchArgs) -> Result<Vec<Figure>, BoxError> {
     let mut json = serde_json::json!({ "args": &args });
     if args.wants("cpu") {
         figures.extend(cpu::section(&args.criterion_dir));
+    }
+    if args.wants("deployed") {
+        eprintln!(
+            "bench: the deployed check ({} parcels, first check and {} re-checks, release tracker process)…",
+            args.deployed_parcels, args.deployed_rechecks
+        );
+        let d = deployed::run(&args.bin_dir, args.deployed_parcels, args.deployed_rechecks).await?;
+        figures.extend(deployed::figures(&d));
+        json["deployed"] = serde_json::to_value(&d)?;
     }
     if args.wants("coldstart") {
         eprintln!("bench: cold starts ({} per function)…", args.coldstart_runs);

@@ -2,7 +2,7 @@
 //! `parcelwatch_local::bench`.
 use parcelwatch_local::bench::{run, BenchArgs};
 
-const USAGE: &str = "usage: bench [--parcels N] [--hours H] [--coldstart-runs N] [--journeys N] [--orders N] [--pushes K] [--bin-dir DIR] [--criterion-dir DIR] [--out DIR] [--only cpu,coldstart,throughput,schedule,orders,push]";
+const USAGE: &str = "usage: bench [--parcels N] [--hours H] [--coldstart-runs N] [--journeys N] [--orders N] [--pushes K] [--deployed-parcels N] [--deployed-rechecks N] [--bin-dir DIR] [--criterion-dir DIR] [--out DIR] [--only cpu,deployed,coldstart,throughput,schedule,orders,push]";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -21,6 +21,8 @@ async fn main() {
             ("--hours", Some(n)) => args.hours = n as i64,
             ("--coldstart-runs", Some(n)) => args.coldstart_runs = n,
             ("--journeys", Some(n)) => args.journeys = n,
+            ("--deployed-parcels", Some(n)) => args.deployed_parcels = n,
+            ("--deployed-rechecks", Some(n)) => args.deployed_rechecks = n,
             ("--bin-dir", _) => args.bin_dir = value.into(),
             ("--criterion-dir", _) => args.criterion_dir = value.into(),
             ("--out", _) => args.out_dir = value.into(),
