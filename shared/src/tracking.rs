@@ -80,17 +80,7 @@ pub async fn apply<S: ShipmentStore>(
             },
         };
         if shipment.status.is_terminal() {
-            if shipment.next_check_at.is_some() {
-                // Still in the due index: the `SCHED` put of a write that was cut short or lost
-                // its race (decided before the shipment became final) outlived it. Take the
-                // entry out, or the stuck sweep would send it back every lease.
-                let mut out = shipment.clone();
-                out.next_check_at = None;
-                match store.save(&shipment, &out, &[]).await {
-                    Ok(_) | Err(StoreError::Conflict(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            leave_the_due_index(store, &shipment).await?;
             return Ok(Applied::AlreadyFinal);
         }
         let d = decide(&shipment, observation, ctx, now);
@@ -125,6 +115,27 @@ pub async fn apply<S: ShipmentStore>(
         }
     }
     Err(ApplyError::Contended { id: id.clone() })
+}
+
+/// A final shipment still due (`next_check_at` set) is in the due index: the `SCHED` put of a
+/// write that was cut short or lost its race, decided before the shipment became final,
+/// outlived it. Take the entry out (a write of the schedule alone), or the stuck sweep would
+/// send it back every lease. Nothing to do for any other shipment; a lost race is left to the
+/// writer that won it.
+pub async fn leave_the_due_index<S: ShipmentStore>(
+    store: &S,
+    shipment: &Shipment,
+) -> Result<(), StoreError> {
+    if !shipment.status.is_terminal() || shipment.next_check_at.is_none() {
+        return Ok(());
+    }
+    tracing::warn!(shipment = %shipment.id, "final but still due; taking it out of the due index");
+    let mut out = shipment.clone();
+    out.next_check_at = None;
+    match store.save(shipment, &out, &[]).await {
+        Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
