@@ -285,3 +285,39 @@ pub trait Ledger: Send + Sync {
 pub fn note_sk(transition_key: &str, version: u64, channel: &str) -> String {
     format!("NOTE#{transition_key}@v{version}#{channel}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Priority, Recipient};
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_write_is_hot_only_when_the_schedule_alone_moved_and_the_items_are_in_step() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap();
+        let mut held = Shipment::register(
+            ShipmentId::parse("YTO", "YT1000000000001").unwrap(),
+            Priority::Normal,
+            "kdniao",
+            Recipient::default(),
+            None,
+            t,
+        );
+        let mut next = held.clone();
+        next.checked_at = Some(t);
+        next.next_check_at = Some(t + chrono::Duration::hours(2));
+        // As created (due keys on META): full, whatever changed.
+        assert!(held.needs_full_write);
+        assert_eq!(WriteKind::of(&held, &next), WriteKind::Full);
+        held.needs_full_write = false;
+        next.needs_full_write = false;
+        assert_eq!(WriteKind::of(&held, &next), WriteKind::Hot);
+        assert_eq!(WriteKind::of(&held, &held), WriteKind::Hot, "nothing moved");
+        let mut other = next.clone();
+        other.last_provider = Some("kuaidi100".into());
+        assert_eq!(WriteKind::of(&held, &other), WriteKind::Full);
+        let mut other = next.clone();
+        other.event_count += 1;
+        assert_eq!(WriteKind::of(&held, &other), WriteKind::Full);
+    }
+}

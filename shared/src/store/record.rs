@@ -670,6 +670,67 @@ mod tests {
     }
 
     #[test]
+    fn the_schedule_item_round_trips_and_is_laid_over_meta() {
+        let mut s = sample();
+        s.checked_at = Some(s.created_at + chrono::Duration::hours(1));
+        s.next_check_at = Some(s.created_at + chrono::Duration::hours(3));
+        // As created: META carries the due keys, and the next write must move them.
+        let created = ShipmentRecord::from_shipment(&s, 16);
+        assert!(created.clone().into_shipment().unwrap().needs_full_write);
+        // As a full write puts the pair: META without the keys, SCHED with them.
+        let mut written = s.clone();
+        written.version = 5;
+        written.sched_version = 9;
+        written.needs_full_write = false;
+        let meta = ShipmentRecord::from_shipment(&written, 16).without_due_keys();
+        assert_eq!(
+            (meta.due_pk.as_deref(), meta.due_sk.as_deref()),
+            (None, None)
+        );
+        let sched = SchedRecord::from_shipment(&written, 16);
+        let item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> =
+            serde_dynamo::to_item(&sched).unwrap();
+        assert_eq!(item["sk"].as_s().unwrap(), SCHED);
+        assert_eq!(item["sv"].as_n().unwrap(), "9");
+        assert_eq!(item["version"].as_n().unwrap(), "5");
+        assert_eq!(
+            item["due_pk"].as_s().unwrap(),
+            &format!("DUE#{}", s.id.due_shard(16))
+        );
+        assert_eq!(
+            item["due_sk"].as_s().unwrap(),
+            &fmt_time(s.next_check_at.unwrap())
+        );
+        let keys: serde_dynamo::Item =
+            serde_dynamo::to_item(serde_json::json!({"pk": s.id.pk(), "sk": SCHED})).unwrap();
+        assert!(
+            !is_shipment_head(&keys),
+            "the stream consumers' filters drop it"
+        );
+        let sched: SchedRecord = serde_dynamo::from_item(item).unwrap();
+
+        // META as of an older full write, the schedule moved since by hot writes.
+        let mut stale = written.clone();
+        stale.checked_at = None;
+        stale.next_check_at = Some(s.created_at);
+        let stale = ShipmentRecord::from_shipment(&stale, 16).without_due_keys();
+        let read = shipment_from_items(stale.clone(), Some(&sched)).unwrap();
+        assert_eq!(read, written);
+        // A SCHED put by a full write whose META put has not landed: write in full next.
+        let mut ahead = sched.clone();
+        ahead.version = 6;
+        let read = shipment_from_items(stale, Some(&ahead)).unwrap();
+        assert!(read.needs_full_write);
+        assert_eq!(read.version, 5);
+        // No SCHED item (as created, or written before the split): META alone.
+        let alone = shipment_from_items(created, None).unwrap();
+        assert_eq!(
+            (alone.sched_version, alone.next_check_at),
+            (0, s.next_check_at)
+        );
+    }
+
+    #[test]
     fn a_trace_line_round_trips_through_its_record() {
         let s = sample();
         let (k, e) = s.last_event.clone().unwrap();
