@@ -1,5 +1,7 @@
-//! In-memory store for fast handler tests. Same conditional semantics as the DynamoDB adapter;
-//! never the only proof (the integration tests run the DynamoDB adapter against the local stack).
+//! In-memory store for fast handler tests. Same conditional semantics as the DynamoDB adapter,
+//! the two items of a shipment included (`META` and `SCHED`, hot and full writes, a full write
+//! that can be cut between its two puts); never the only proof (the integration tests run the
+//! DynamoDB adapter against the local stack).
 
 use super::record::{META, SCHED};
 use super::{

@@ -53,8 +53,9 @@ where
     response
 }
 
-/// Whether a stream record's keys name a shipment head (`pk = SHIP#…`, `sk = META`). Order heads
-/// and sync watermarks share `sk = META` in the same table.
+/// Whether a stream record's keys name a shipment head (`pk = SHIP#…`, `sk = META`; not its
+/// `SCHED` item, which a check without news writes alone). Order heads and sync watermarks
+/// share `sk = META` in the same table.
 pub fn is_shipment_head(keys: &serde_dynamo::Item) -> bool {
     let key = |k: &str| match keys.get(k) {
         Some(serde_dynamo::AttributeValue::S(s)) => Some(s.as_str()),
