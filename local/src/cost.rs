@@ -9,9 +9,17 @@
 //! What is estimated, and how:
 //! - **DynamoDB** (on-demand): a write costs one WRU per started KB of the item written (PutItem:
 //!   the item in the request; BatchWriteItem: each put item; UpdateItem and DeleteItem: 1, the
-//!   items here are under 1 KB); a write that touches the due index (`due_sk` in the request)
-//!   adds 2 WRU for the index (the old index entry deleted, the new one put: the key moves with
-//!   every next-check time). A read costs one RRU per started 4 KB returned, half that when
+//!   items here are under 1 KB). The due index is billed per entry written: 1 WRU to put an
+//!   entry (an item gains `due_pk`/`due_sk`), 1 to delete one (it loses them), 2 to move one
+//!   (its `due_sk` changes: delete and put), 1 to rewrite one in place (same keys, a projected
+//!   attribute changed: `carrier`, `number`, `version`), nothing when the item has no entry
+//!   before or after, or the entry is unchanged. What the item held before comes from the
+//!   writes the meter has seen (it remembers each item's index attributes); an item it never
+//!   saw written counts as absent after a successful `attribute_not_exists(pk)` put, and
+//!   otherwise as a move when the new item has due keys (the old rule) and as no entry when
+//!   it has none. A failed conditional write writes no index entry. The shipment's `META` item
+//!   has an entry from its creation to its first check, then its `SCHED` item carries it.
+//!   A read costs one RRU per started 4 KB returned, half that when
 //!   eventually consistent (GetItem: the item; Query: the items of the page, summed). Item sizes
 //!   follow DynamoDB's rule (attribute names + values), approximated for numbers.
 //!   Failed conditional writes are charged like writes, as DynamoDB does.
@@ -58,6 +66,45 @@ pub struct OpStats {
 #[derive(Debug, Default)]
 pub struct Meter {
     ops: Mutex<BTreeMap<String, OpStats>>,
+    /// Every item the meter saw written, by (table, pk, sk): its due-index entry (the index
+    /// keys and projected attributes, `None` when it has none). What a write replaced.
+    index: Mutex<BTreeMap<ItemKey, Option<IndexEntry>>>,
+}
+
+type ItemKey = (String, String, String);
+
+/// The due-index entry of an item: `due_pk`, `due_sk` and the projected attributes.
+#[derive(Debug, Clone, PartialEq)]
+struct IndexEntry {
+    keys: (Value, Value),
+    projected: [Value; 3],
+}
+
+impl IndexEntry {
+    fn of(item: &Value) -> Option<IndexEntry> {
+        let get = |k: &str| item.get(k).cloned().unwrap_or(Value::Null);
+        let (pk, sk) = (item.get("due_pk")?, item.get("due_sk")?);
+        Some(IndexEntry {
+            keys: (pk.clone(), sk.clone()),
+            projected: [get("carrier"), get("number"), get("version")],
+        })
+    }
+}
+
+/// The due index's WRU for an item going from `old` to `new`.
+fn index_units(old: Option<&IndexEntry>, new: Option<&IndexEntry>) -> f64 {
+    match (old, new) {
+        (None, None) => 0.0,
+        (None, Some(_)) | (Some(_), None) => 1.0,
+        (Some(a), Some(b)) if a.keys != b.keys => 2.0,
+        (Some(a), Some(b)) if a.projected != b.projected => 1.0,
+        _ => 0.0,
+    }
+}
+
+fn item_key(table: &str, key_or_item: &Value) -> Option<ItemKey> {
+    let s = |k: &str| key_or_item.get(k)?.get("S")?.as_str().map(String::from);
+    Some((table.to_string(), s("pk")?, s("sk")?))
 }
 
 impl Meter {
@@ -73,7 +120,80 @@ impl Meter {
         })
     }
 
-    /// Forget everything counted so far (e.g. after setting up a run).
+    /// The due index's WRU of one DynamoDB request (see the module documentation), and what
+    /// the written items hold now.
+    fn index_writes(&self, op: &str, req: &[u8], status: u16) -> f64 {
+        let Ok(r) = serde_json::from_slice::<Value>(req) else {
+            return 0.0;
+        };
+        if status >= 400 {
+            return 0.0;
+        }
+        let index = &self.index;
+        let put = |table: &str, item: &Value, created: bool| -> f64 {
+            let new = IndexEntry::of(item);
+            let Some(key) = item_key(table, item) else {
+                return if new.is_some() { 2.0 } else { 0.0 };
+            };
+            let mut index = index.lock().unwrap_or_else(|p| p.into_inner());
+            let units = match index.get(&key) {
+                Some(old) => index_units(old.as_ref(), new.as_ref()),
+                None if created => index_units(None, new.as_ref()),
+                None if new.is_some() => 2.0,
+                None => 0.0,
+            };
+            index.insert(key, new);
+            units
+        };
+        // An item never seen written: as if it had no entry.
+        let delete = |table: &str, key: &Value| -> f64 {
+            let Some(key) = item_key(table, key) else {
+                return 0.0;
+            };
+            let old = index.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            index_units(old.flatten().as_ref(), None)
+        };
+        let table = r.get("TableName").and_then(Value::as_str).unwrap_or("");
+        match op {
+            "PutItem" => {
+                let created = r.get("ConditionExpression").and_then(Value::as_str)
+                    == Some("attribute_not_exists(pk)");
+                r.get("Item").map_or(0.0, |item| put(table, item, created))
+            }
+            "BatchWriteItem" => {
+                let mut units = 0.0;
+                let tables = r.get("RequestItems").and_then(Value::as_object);
+                for (table, reqs) in tables.into_iter().flatten() {
+                    for w in reqs.as_array().into_iter().flatten() {
+                        if let Some(item) = w.get("PutRequest").and_then(|p| p.get("Item")) {
+                            units += put(table, item, false);
+                        } else if let Some(key) = w.get("DeleteRequest").and_then(|d| d.get("Key"))
+                        {
+                            units += delete(table, key);
+                        }
+                    }
+                }
+                units
+            }
+            "DeleteItem" => r.get("Key").map_or(0.0, |key| delete(table, key)),
+            // Not parsed (an update expression may add, move or drop the keys): the old rule,
+            // and the item's entry unknown from here on.
+            "UpdateItem" => {
+                if let Some(key) = r.get("Key").and_then(|k| item_key(table, k)) {
+                    index.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                }
+                if r.to_string().contains("due_sk") {
+                    2.0
+                } else {
+                    0.0
+                }
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Forget everything counted so far (e.g. after setting up a run). What the items hold is
+    /// kept: the writes to come replace it.
     pub fn reset(&self) {
         self.ops.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
@@ -92,7 +212,10 @@ impl Meter {
         };
         let chunks = |n: usize| (n.div_ceil(64 * 1024)).max(1) as u64;
         match op.split_once('.') {
-            Some(("dynamodb", name)) => dynamo_units(name, req, status, resp, &mut s),
+            Some(("dynamodb", name)) => {
+                dynamo_units(name, req, status, resp, &mut s);
+                s.gsi_wru = self.index_writes(name, req, status);
+            }
             Some(("sqs", _)) => s.requests = chunks(req.len().max(resp.len())),
             Some(("sns", "Publish")) => {
                 s.requests = chunks(req.len());
@@ -173,29 +296,15 @@ fn dynamo_units(op: &str, req: &[u8], status: u16, resp: &[u8], s: &mut OpStats)
     };
     let answer = serde_json::from_slice::<Value>(resp).unwrap_or(Value::Null);
     let consistent = r.get("ConsistentRead").and_then(Value::as_bool) == Some(true);
-    let touches_index = |v: &Value| v.to_string().contains("due_sk");
     match op {
-        "PutItem" => {
-            s.wru = write_units(r.get("Item"));
-            if touches_index(&r) {
-                s.gsi_wru = 2.0;
-            }
-        }
-        "UpdateItem" | "DeleteItem" => {
-            s.wru = 1.0;
-            if touches_index(&r) {
-                s.gsi_wru = 2.0;
-            }
-        }
+        "PutItem" => s.wru = write_units(r.get("Item")),
+        "UpdateItem" | "DeleteItem" => s.wru = 1.0,
         "BatchWriteItem" => {
             let tables = r.get("RequestItems").and_then(Value::as_object);
             for req in tables.into_iter().flat_map(|t| t.values()) {
                 for w in req.as_array().into_iter().flatten() {
                     if let Some(put) = w.get("PutRequest") {
                         s.wru += write_units(put.get("Item"));
-                        if touches_index(put) {
-                            s.gsi_wru += 2.0;
-                        }
                     } else {
                         s.wru += 1.0;
                     }
@@ -580,7 +689,8 @@ mod tests {
         let m = Meter::new();
         let big = "x".repeat(1500);
         let put = serde_json::json!({"TableName": "t", "Item": {
-            "pk": {"S": "SHIP#A"}, "desc": {"S": big}, "due_sk": {"S": "2026"}}});
+            "pk": {"S": "SHIP#A"}, "desc": {"S": big}, "due_pk": {"S": "DUE#0"},
+            "due_sk": {"S": "2026"}}});
         m.record("dynamodb.PutItem", put.to_string().as_bytes(), 200, b"{}");
         let get = serde_json::json!({"TableName": "t", "ConsistentRead": true});
         let got = serde_json::json!({"Item": {"pk": {"S": "SHIP#A"}}});
@@ -620,6 +730,77 @@ mod tests {
         );
         assert_eq!(est.sms_per_1m_checks, 500_000.0);
         assert!(est.total_usd_per_1m_checks > dynamo);
+    }
+
+    /// A shipment's life on the due index: created with the keys on META (a put), its first
+    /// check moves them to SCHED (a put on SCHED, a delete for META), checks without news move
+    /// SCHED's entry (2 WRU each), the final check drops it; a lost race writes nothing.
+    #[test]
+    fn the_due_index_is_billed_per_entry_put_moved_or_deleted() {
+        let m = Meter::new();
+        let item = |sk: &str, due: Option<&str>, version: u64| {
+            let mut i = serde_json::json!({
+                "pk": {"S": "SHIP#YTO#1"}, "sk": {"S": sk}, "carrier": {"S": "YTO"},
+                "number": {"S": "1"}, "version": {"N": version.to_string()}});
+            if let Some(d) = due {
+                i["due_pk"] = serde_json::json!({"S": "DUE#3"});
+                i["due_sk"] = serde_json::json!({"S": d});
+            }
+            i
+        };
+        let put = |item: Value, condition: &str, status: u16| {
+            let req = serde_json::json!({"TableName": "t", "Item": item,
+                "ConditionExpression": condition});
+            m.reset();
+            m.record(
+                "dynamodb.PutItem",
+                req.to_string().as_bytes(),
+                status,
+                b"{}",
+            );
+            m.snapshot()["dynamodb.PutItem"].gsi_wru
+        };
+        let created = "attribute_not_exists(pk)";
+        assert_eq!(
+            put(item("META", Some("T0"), 0), created, 200),
+            1.0,
+            "a new entry"
+        );
+        // The first check: SCHED gets the entry, META drops it.
+        assert_eq!(put(item("SCHED", Some("T1"), 1), created, 200), 1.0);
+        assert_eq!(put(item("META", None, 1), "#v = :expected", 200), 1.0);
+        // Checks without news: SCHED's entry moves.
+        assert_eq!(put(item("SCHED", Some("T2"), 1), "#sv = :sv", 200), 2.0);
+        assert_eq!(put(item("SCHED", Some("T3"), 1), "#sv = :sv", 200), 2.0);
+        // A lost race writes no entry and changes nothing.
+        assert_eq!(put(item("SCHED", Some("T9"), 1), "#sv = :sv", 400), 0.0);
+        // A full write with news: SCHED's entry moves, META has none before or after.
+        assert_eq!(put(item("SCHED", Some("T4"), 2), "#sv = :sv", 200), 2.0);
+        assert_eq!(put(item("META", None, 2), "#v = :expected", 200), 0.0);
+        // Same due time, a projected attribute changed: rewritten in place; unchanged: nothing.
+        assert_eq!(put(item("SCHED", Some("T4"), 3), "#sv = :sv", 200), 1.0);
+        assert_eq!(put(item("SCHED", Some("T4"), 3), "#sv = :sv", 200), 0.0);
+        // The final check: the entry is deleted.
+        assert_eq!(put(item("SCHED", None, 4), "#sv = :sv", 200), 1.0);
+        assert_eq!(put(item("META", None, 4), "#v = :expected", 200), 0.0);
+        // An item the meter never saw written: a move when it has due keys, else nothing.
+        let mut other = item("SCHED", Some("T5"), 1);
+        other["pk"] = serde_json::json!({"S": "SHIP#YTO#2"});
+        assert_eq!(put(other.clone(), "#sv = :sv", 200), 2.0);
+        other["pk"] = serde_json::json!({"S": "SHIP#YTO#3"});
+        other.as_object_mut().unwrap().remove("due_sk");
+        assert_eq!(put(other, "#sv = :sv", 200), 0.0);
+        // A delete of an item with an entry removes it.
+        m.reset();
+        let del = serde_json::json!({"TableName": "t",
+            "Key": {"pk": {"S": "SHIP#YTO#2"}, "sk": {"S": "SCHED"}}});
+        m.record(
+            "dynamodb.DeleteItem",
+            del.to_string().as_bytes(),
+            200,
+            b"{}",
+        );
+        assert_eq!(m.snapshot()["dynamodb.DeleteItem"].gsi_wru, 1.0);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use parcelwatch::domain::StageHistory;
 use parcelwatch::domain::{Locale, PhoneNumber, Priority, Recipient, Shipment, ShipmentId, Status};
 use parcelwatch::orders::{Fw199Config, TopConfig};
 use parcelwatch::store::analytics::{bucket_attr, route_pk, STAGE_PK};
-use parcelwatch::store::{ShipmentRecord, ShipmentStore};
+use parcelwatch::store::{SchedRecord, ShipmentRecord, ShipmentStore, SCHED};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -810,19 +810,37 @@ impl Pipeline {
         Ok(out)
     }
 
-    /// Every shipment in the table.
+    /// Every shipment in the table, as the store reads it: its `META` item with the schedule of
+    /// its `SCHED` item laid over it.
     pub async fn shipments(&self) -> Result<Vec<Shipment>, BoxError> {
-        let mut out = Vec::new();
-        let heads = self
+        let items = self
             .scan_all(
-                "sk = :m AND begins_with(pk, :ship)",
+                "(sk = :m OR sk = :s) AND begins_with(pk, :ship)",
                 &[],
-                &[(":m", "META"), (":ship", "SHIP#")],
+                &[(":m", "META"), (":s", SCHED), (":ship", "SHIP#")],
             )
             .await?;
-        for item in heads {
-            let rec: ShipmentRecord = serde_dynamo::from_item(item)?;
-            out.push(rec.into_shipment()?);
+        let mut heads = Vec::new();
+        let mut scheds = HashMap::new();
+        for item in items {
+            if item
+                .get("sk")
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+                == Some(SCHED)
+            {
+                let rec: SchedRecord = serde_dynamo::from_item(item)?;
+                scheds.insert(rec.pk.clone(), rec);
+            } else {
+                heads.push(serde_dynamo::from_item::<_, ShipmentRecord>(item)?);
+            }
+        }
+        let mut out = Vec::with_capacity(heads.len());
+        for head in heads {
+            let sched = scheds.get(&head.pk);
+            out.push(parcelwatch::store::record::shipment_from_items(
+                head, sched,
+            )?);
         }
         Ok(out)
     }

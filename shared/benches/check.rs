@@ -8,8 +8,9 @@
 //! 2. decide ([`decide`]): the carrier's learned cadence from the history the tracker holds,
 //!    new lines by identity, transition, the stall and delay verdict, next check, as
 //!    `tracking::apply` does;
-//! 3. build the write the store sends: the new lines' `EVT#` items and the `META` item with its
-//!    version bumped, as DynamoDB attribute maps (`serde_dynamo`, what `DynamoStore::save` does).
+//! 3. build the write the store sends: the new lines' `EVT#` items, the `SCHED` item and the
+//!    `META` item with their versions bumped, as DynamoDB attribute maps (`serde_dynamo`, what
+//!    `DynamoStore::save`'s full write does).
 //!
 //! `make bench` runs this with a short measurement time and reads criterion's
 //! `target/criterion/check/<name>/new/estimates.json` into its table (see `local/src/bench`).
@@ -25,7 +26,7 @@ use parcelwatch::providers::kdniao::{
     decode_response, format_accept_time, response_to_snapshot, KdniaoResponse, KdniaoTrace,
 };
 use parcelwatch::providers::kuaidi100::decode_query_response;
-use parcelwatch::store::{EventRecord, ShipmentRecord};
+use parcelwatch::store::{EventRecord, SchedRecord, ShipmentRecord};
 use std::collections::HashMap;
 use std::hint::black_box;
 
@@ -192,9 +193,9 @@ fn holding_19(snapshot_19: &TraceSnapshot) -> Shipment {
     s
 }
 
-/// Step 3: the items `DynamoStore::save` writes (BatchWriteItem of the new lines, then the
-/// conditional PutItem of `META` at version + 1).
-fn write_items(outcome: &Decision) -> (Vec<Item>, Item) {
+/// Step 3: the items `DynamoStore::save`'s full write puts (BatchWriteItem of the new lines,
+/// then the conditional PutItems of `SCHED` at sv + 1 and of `META` at version + 1).
+fn write_items(outcome: &Decision) -> (Vec<Item>, Item, Item) {
     let s = &outcome.updated;
     let events = outcome
         .new_events
@@ -206,9 +207,13 @@ fn write_items(outcome: &Decision) -> (Vec<Item>, Item) {
         .collect();
     let mut next = s.clone();
     next.version += 1;
-    let meta = serde_dynamo::to_item(ShipmentRecord::from_shipment(&next, DUE_SHARDS))
-        .expect("a shipment item encodes");
-    (events, meta)
+    next.sched_version += 1;
+    let sched = serde_dynamo::to_item(SchedRecord::from_shipment(&next, DUE_SHARDS))
+        .expect("a schedule item encodes");
+    let meta =
+        serde_dynamo::to_item(ShipmentRecord::from_shipment(&next, DUE_SHARDS).without_due_keys())
+            .expect("a shipment item encodes");
+    (events, sched, meta)
 }
 
 /// A carrier history as the tracker holds it after a few thousand deliveries: every stage of
@@ -253,7 +258,7 @@ fn checks(c: &mut Criterion) {
     let bare = CheckContext::standalone();
 
     // The figures are only meaningful if the check does what it claims: one new line, one
-    // transition to OutForDelivery, two items to write.
+    // transition to OutForDelivery, three items to write.
     let outcome = decide(&current, &kdniao_parse(&kd_20, now), &ctx, now);
     assert_eq!(outcome.new_events.len(), 1, "exactly the 20th line is new");
     // The history is in use: every stage's cadence is learned (typical gap and quiet start).

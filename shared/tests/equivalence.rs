@@ -12,7 +12,7 @@
 //! Both run under the same context, with or without a learned history (in which the journey's
 //! route has a p90, so `late` can be raised and cleared). The property: the same stored
 //! shipment (but for the bookkeeping of who answered: `last_push_at`, `last_provider`, and the
-//! version, which counts writes), the same stored lines — every distinct line of the journey,
+//! versions, which count writes), the same stored lines — every distinct line of the journey,
 //! none twice — and the same transitions in the same order, so the same notifications.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -272,6 +272,7 @@ fn fold(steps: &[(TraceSnapshot, bool, DateTime<Utc>)], ctx: &CheckContext) -> F
     shipment.last_push_at = None;
     shipment.last_provider = None;
     shipment.version = 0;
+    shipment.sched_version = 0;
     let lines = futures::executor::block_on(store.trace(&id(), 1000)).unwrap();
     Folded {
         shipment,

@@ -971,7 +971,7 @@ mod tests {
     }
 
     type Snapshot = (
-        BTreeMap<ShipmentId, Shipment>,
+        BTreeMap<ShipmentId, parcelwatch::store::memory::Items>,
         BTreeMap<(ShipmentId, EventKey), TraceEvent>,
     );
 
@@ -1836,8 +1836,9 @@ mod tests {
         async fn save(
             &self,
             _: &Shipment,
+            _: &Shipment,
             _: &[(EventKey, TraceEvent)],
-        ) -> Result<u64, StoreError> {
+        ) -> Result<parcelwatch::store::Saved, StoreError> {
             Err(StoreError::Retryable(INTERNAL.into()))
         }
         async fn trace(

@@ -481,15 +481,16 @@ pub async fn stop_tracking<S: ShipmentStore>(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let Some(mut s) = shipments.get(id).await? else {
+        let Some(held) = shipments.get(id).await? else {
             return Ok(StopOutcome::NotTracked);
         };
-        if s.next_check_at.is_none() {
+        if held.next_check_at.is_none() {
             return Ok(StopOutcome::AlreadyStopped);
         }
+        let mut s = held.clone();
         s.next_check_at = None;
         s.last_error = Some(format!("tracking stopped: {reason}"));
-        match shipments.save(&s, &[]).await {
+        match shipments.save(&held, &s, &[]).await {
             Ok(_) => return Ok(StopOutcome::Stopped),
             Err(StoreError::Conflict(_)) if attempt < STOP_ATTEMPTS => continue,
             Err(e) => return Err(e),

@@ -408,7 +408,7 @@ mod tests {
         store
     }
 
-    fn snapshot(store: &MemoryStore) -> Vec<Shipment> {
+    fn snapshot(store: &MemoryStore) -> Vec<parcelwatch::store::memory::Items> {
         store.shipments.lock().unwrap().values().cloned().collect()
     }
 
@@ -471,7 +471,10 @@ mod tests {
             w.shards[&0].after,
             Some(DuePosition {
                 due_sk: parcelwatch::domain::fmt_time(now - min(5)),
-                pk: Some("SHIP#YTO#YT0000000000000".into()),
+                key: Some(parcelwatch::store::ItemKey {
+                    pk: "SHIP#YTO#YT0000000000000".into(),
+                    sk: "META".into(),
+                }),
             })
         );
         assert_eq!(run(&store, &queue, 100, now + min(5)).await.enqueued, 1);

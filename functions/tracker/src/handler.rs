@@ -235,6 +235,7 @@ where
         )));
     };
     if shipment.status.is_terminal() {
+        parcelwatch::tracking::leave_the_due_index(&t.store, &shipment).await?;
         return Ok(Processed::AlreadyFinal);
     }
     let q = TraceQuery {
@@ -628,6 +629,27 @@ mod tests {
             Processed::AlreadyFinal
         );
         assert_eq!(*t.provider.calls.lock().unwrap(), before);
+    }
+
+    /// A final shipment whose SCHED item is still due (a write decided before it became final
+    /// put it after the final one): not queried, taken out of the due index.
+    #[tokio::test]
+    async fn a_final_shipment_still_due_leaves_the_index_unqueried() {
+        let t = tracker();
+        let id = ShipmentId::parse("YTO", "YT1000000000001").unwrap();
+        let mut s = t.store.shipment(&id).unwrap();
+        s.status = Status::Delivered;
+        s.sched_version = 3;
+        t.store.insert(s);
+        let before = *t.provider.calls.lock().unwrap();
+        assert_eq!(
+            process(&t, &id, None, now()).await.unwrap(),
+            Processed::AlreadyFinal
+        );
+        assert_eq!(*t.provider.calls.lock().unwrap(), before);
+        let s = t.store.shipment(&id).unwrap();
+        assert_eq!((s.next_check_at, s.sched_version), (None, 4));
+        assert_eq!(s.status, Status::Delivered);
     }
 
     /// A carrier history in which every stage's 95th-percentile quiet gap is `gap`, over 100 samples.

@@ -557,6 +557,138 @@ mod tests {
         ]
     }
 
+    /// The fields in which two shipments differ, by name. Destructured whole: a field added to
+    /// [`Shipment`] does not compile here until it is listed.
+    fn changed_fields(a: &Shipment, b: &Shipment) -> Vec<&'static str> {
+        let Shipment {
+            id,
+            status,
+            sub_status,
+            status_changed_at,
+            last_event,
+            event_count,
+            line_ids,
+            checked_at,
+            next_check_at,
+            priority,
+            provider,
+            recipient,
+            order_ref,
+            created_at,
+            last_error,
+            subscribed_at,
+            last_push_at,
+            last_provider,
+            version,
+            sched_version,
+            needs_full_write,
+            origin,
+            destination,
+            picked_up_at,
+        } = a;
+        let mut out = Vec::new();
+        let mut diff = |name: &'static str, differs: bool| {
+            if differs {
+                out.push(name);
+            }
+        };
+        diff("id", *id != b.id);
+        diff("status", *status != b.status);
+        diff("sub_status", *sub_status != b.sub_status);
+        diff(
+            "status_changed_at",
+            *status_changed_at != b.status_changed_at,
+        );
+        diff("last_event", *last_event != b.last_event);
+        diff("event_count", *event_count != b.event_count);
+        diff("line_ids", *line_ids != b.line_ids);
+        diff("checked_at", *checked_at != b.checked_at);
+        diff("next_check_at", *next_check_at != b.next_check_at);
+        diff("priority", *priority != b.priority);
+        diff("provider", *provider != b.provider);
+        diff("recipient", *recipient != b.recipient);
+        diff("order_ref", *order_ref != b.order_ref);
+        diff("created_at", *created_at != b.created_at);
+        diff("last_error", *last_error != b.last_error);
+        diff("subscribed_at", *subscribed_at != b.subscribed_at);
+        diff("last_push_at", *last_push_at != b.last_push_at);
+        diff("last_provider", *last_provider != b.last_provider);
+        diff("version", *version != b.version);
+        diff("sched_version", *sched_version != b.sched_version);
+        diff("needs_full_write", *needs_full_write != b.needs_full_write);
+        diff("origin", *origin != b.origin);
+        diff("destination", *destination != b.destination);
+        diff("picked_up_at", *picked_up_at != b.picked_up_at);
+        out
+    }
+
+    /// What a check that brings nothing new changes, observation by observation: these are the
+    /// hot fields ([`crate::domain::HOT_FIELDS`]), and nothing else is.
+    #[test]
+    fn what_a_check_without_news_changes() {
+        let ctx = CheckContext::standalone();
+        let s = holding(Status::InTransit, "2", three_lines());
+        let later = now() + Duration::minutes(30);
+        let decided = |held: &Shipment, obs: Observation, at| {
+            let d = decide(held, obs, &ctx, at);
+            (changed_fields(held, &d.updated), d)
+        };
+        let hot = |held: &Shipment, d: &Decision| Shipment::hot_only_change(held, &d.updated);
+
+        // A poll of the same provider that finds what we hold.
+        let same = snap(Status::InTransit, "2", three_lines());
+        let (poll, d) = decided(&s, Observation::poll(&same, "kdniao"), later);
+        assert_eq!(poll, ["checked_at", "next_check_at"]);
+        assert!(!d.is_news() && hot(&s, &d));
+        // A stated wait (a spent quota, an open circuit).
+        let until = later + Duration::hours(1);
+        let (wait, d) = decided(&s, Observation::Wait { until }, later);
+        assert_eq!(wait, ["next_check_at"]);
+        assert!(hot(&s, &d));
+        // A refusal: the first one records its reason; asked again, only the schedule moves.
+        let refused = Observation::Rejected {
+            provider: "kdniao",
+            reason: "unknown waybill",
+        };
+        let (first, d) = decided(&s, refused, later);
+        assert_eq!(first, ["checked_at", "next_check_at", "last_error"]);
+        assert!(!hot(&s, &d));
+        let once = d.updated;
+        let (again, d) = decided(&once, refused, later + Duration::hours(6));
+        assert_eq!(again, ["checked_at", "next_check_at"]);
+        assert!(hot(&once, &d));
+        // The union is the hot list, nothing more.
+        let mut union: Vec<&str> = poll.into_iter().chain(wait).chain(again).collect();
+        union.sort_unstable();
+        union.dedup();
+        assert_eq!(union, crate::domain::HOT_FIELDS);
+
+        // Not hot: another provider answering, a repeated push (it stamps `last_push_at`), a
+        // poll after a failure (it clears `last_error`), a new line, a transition.
+        let (other, d) = decided(&s, Observation::poll(&same, "kuaidi100"), later);
+        assert!(other.contains(&"last_provider") && !hot(&s, &d));
+        let (push, d) = decided(&s, Observation::push(&same), later);
+        assert_eq!(push, ["checked_at", "next_check_at", "last_push_at"]);
+        assert!(!hot(&s, &d));
+        let (recovered, d) = decided(&once, Observation::poll(&same, "kdniao"), later);
+        assert!(recovered.contains(&"last_error") && !hot(&once, &d));
+        let mut lines = three_lines();
+        lines.push(ev("2026-11-24T05:00:00Z", "已到达北京"));
+        let (news, d) = decided(
+            &s,
+            Observation::poll(&snap(Status::InTransit, "2", lines), "kdniao"),
+            later,
+        );
+        assert!(news.contains(&"line_ids") && d.is_news() && !hot(&s, &d));
+        let verdict = snap(Status::Exception, "403", three_lines());
+        let (moved, d) = decided(&s, Observation::poll(&verdict, "kdniao"), later);
+        assert!(moved.contains(&"status") && d.transition.is_some() && !hot(&s, &d));
+        // No decision touches the store's bookkeeping.
+        for field in ["version", "sched_version", "needs_full_write"] {
+            assert!(!news.contains(&field) && !moved.contains(&field), "{field}");
+        }
+    }
+
     #[test]
     fn only_lines_after_the_held_key_are_new() {
         let s = holding(Status::InTransit, "2", three_lines()[..2].to_vec());

@@ -25,7 +25,7 @@ pub use schedule::{
     check_interval, next_check_at, plan_next_check, safety_net_check, Priority, SAFETY_NET,
 };
 pub use schedule::{Expiry, NextCheck, ScheduleInput};
-pub use shipment::{Ignored, Locale, Recipient, SchedulePolicy, Shipment, Transition};
+pub use shipment::{Ignored, Locale, Recipient, SchedulePolicy, Shipment, Transition, HOT_FIELDS};
 pub use stall::{NoHistory, StageHistory};
 pub use status::{Status, SubStatus};
 pub use templates::{render, Notification};

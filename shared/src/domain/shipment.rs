@@ -43,7 +43,8 @@ pub struct Recipient {
     pub locale: Locale,
 }
 
-/// A tracked parcel: the `META` item of its partition.
+/// A tracked parcel: the `META` item of its partition, with the schedule fields of its `SCHED`
+/// item laid over it (see [`HOT_FIELDS`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shipment {
     pub id: ShipmentId,
@@ -73,8 +74,20 @@ pub struct Shipment {
     pub last_push_at: Option<DateTime<Utc>>,
     /// The provider that answered the last poll (failover may pick another than `provider`).
     pub last_provider: Option<String>,
-    /// Optimistic-concurrency version: every write is conditional on it and bumps it.
+    /// Optimistic-concurrency version of the `META` item: every full write is conditional on it
+    /// and bumps it (a write of the schedule alone, see [`Shipment::hot_only_change`], leaves
+    /// it). The notification ledger keys a transition by it.
     pub version: u64,
+    /// Schedule version: the `sv` of the shipment's `SCHED` item, which every write is
+    /// conditional on and bumps (the full write's lock, the hot write's only item). 0 while the
+    /// shipment has no `SCHED` item (as created, or written before the split).
+    pub sched_version: u64,
+    /// The store read the shipment's items out of step: `META` still carries the due-index keys
+    /// (as created, or written before the split), or `SCHED` was put by a full write whose
+    /// `META` write has not landed (or never will: it lost a race, or its writer died). The next
+    /// write must then be a full one, which puts both items back in step. Store bookkeeping like
+    /// the versions: a decision copies it through untouched.
+    pub needs_full_write: bool,
     /// Province the parcel left from (`浙江`), from its first scan (see [`super::geo`]).
     pub origin: Option<String>,
     /// Province it is delivered in, from a destination-side scan.
@@ -82,6 +95,22 @@ pub struct Shipment {
     /// Time of the first scan: where delivery time and the ETA count from.
     pub picked_up_at: Option<DateTime<Utc>>,
 }
+
+/// The fields a check that finds nothing new changes, and nothing else does on its own: when
+/// the check ran and when the next one is due. They live in the shipment's small `SCHED` item
+/// (with the due-index keys), so such a check writes that item alone (see
+/// [`Shipment::hot_only_change`]); `META` carries them too, as of its last full write.
+///
+/// What each observation that brings no news changes (`domain::check` tests
+/// `what_a_check_without_news_changes`):
+/// - a poll: `checked_at`, `next_check_at` (and `last_provider`, `last_error`, which stay as
+///   they were unless another provider answered or the last check had failed);
+/// - a stated wait (`Observation::Wait`): `next_check_at`;
+/// - a refusal asked again: `checked_at`, `next_check_at` (`last_error` as the first refusal
+///   wrote it);
+/// - a push that repeats what we hold: `checked_at`, `next_check_at` and `last_push_at`, which
+///   is not hot: a push is a full write.
+pub const HOT_FIELDS: [&str; 2] = ["checked_at", "next_check_at"];
 
 impl Shipment {
     /// A freshly registered parcel, due for its first check now.
@@ -113,10 +142,28 @@ impl Shipment {
             last_push_at: None,
             last_provider: None,
             version: 0,
+            sched_version: 0,
+            // Created as one `META` item carrying the due-index keys (`ShipmentStore::create`).
+            needs_full_write: true,
             origin: None,
             destination: None,
             picked_up_at: None,
         }
+    }
+
+    /// Copy `from`'s hot fields ([`HOT_FIELDS`]) into this shipment.
+    pub fn copy_hot_fields(&mut self, from: &Shipment) {
+        self.checked_at = from.checked_at;
+        self.next_check_at = from.next_check_at;
+    }
+
+    /// Does `updated` differ from `held` in its hot fields only ([`HOT_FIELDS`]; the
+    /// bookkeeping of the versions included: a decision leaves them)? Then the write is the
+    /// schedule's alone: the `SCHED` item, and no stream record for the `META` item's consumers.
+    pub fn hot_only_change(held: &Shipment, updated: &Shipment) -> bool {
+        let mut probe = held.clone();
+        probe.copy_hot_fields(updated);
+        probe == *updated
     }
 
     /// Pushes tell us about this shipment: polling is only a safety net.

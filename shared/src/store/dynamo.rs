@@ -1,8 +1,11 @@
 //! DynamoDB adapter of the store ports.
 
-use super::record::{EventRecord, ShipmentRecord, WatermarkRecord, META, WATERMARK_PK};
+use super::record::{
+    EventRecord, SchedRecord, ShipmentRecord, WatermarkRecord, META, SCHED, WATERMARK_PK,
+};
 use super::{
-    Claim, DueEntry, DueIndex, DuePosition, Ledger, ShipmentStore, StoreError, Watermarks,
+    Claim, DueEntry, DueIndex, DuePosition, ItemKey, Ledger, Saved, ShipmentStore, StoreError,
+    Watermarks, WriteKind,
 };
 use crate::domain::{fmt_time, EventKey, Shipment, ShipmentId, TraceEvent};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -62,46 +65,49 @@ fn to_item<T: serde::Serialize>(v: &T) -> Result<HashMap<String, AttributeValue>
     serde_dynamo::to_item(v).map_err(|e| StoreError::Permanent(format!("encode: {e}")))
 }
 
-fn decode_shipment(item: HashMap<String, AttributeValue>) -> Result<Shipment, StoreError> {
+fn decode<T: serde::de::DeserializeOwned>(
+    item: HashMap<String, AttributeValue>,
+) -> Result<T, StoreError> {
     let pk = item
         .get("pk")
         .and_then(|v| v.as_s().ok())
         .cloned()
         .unwrap_or_default();
-    let rec: ShipmentRecord = serde_dynamo::from_item(item).map_err(|e| super::BadRecord {
-        pk,
-        reason: e.to_string(),
-    })?;
-    Ok(rec.into_shipment()?)
+    serde_dynamo::from_item(item).map_err(|e| {
+        super::BadRecord {
+            pk,
+            reason: e.to_string(),
+        }
+        .into()
+    })
+}
+
+fn key(pk: String, sk: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
 }
 
 impl ShipmentStore for DynamoStore {
+    /// [`ShipmentStore::get_many`] of one: one `BatchGetItem` of its `META` and `SCHED` items.
+    /// (A Query cannot name two sort keys; one over `META`..`SCHED` would read the `NOTE#`
+    /// ledger items between them too.)
     async fn get(&self, id: &ShipmentId) -> Result<Option<Shipment>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(id.pk()))
-            .key("sk", s(META))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        out.item.map(decode_shipment).transpose()
+        Ok(self.get_many(std::slice::from_ref(id)).await?.remove(id))
     }
 
-    /// One `BatchGetItem` per 100 ids (strongly consistent, as `get`), unprocessed keys asked
-    /// again with back-off.
+    /// One `BatchGetItem` per 50 ids (their `META` and `SCHED` items, strongly consistent),
+    /// unprocessed keys asked again with back-off; each `META` with its `SCHED` laid over it.
     async fn get_many(
         &self,
         ids: &[ShipmentId],
     ) -> Result<HashMap<ShipmentId, Shipment>, StoreError> {
         let mut out = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(100) {
+        for chunk in ids.chunks(50) {
             let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
                 .iter()
-                .map(|id| HashMap::from([("pk".into(), s(id.pk())), ("sk".into(), s(META))]))
+                .flat_map(|id| [key(id.pk(), META), key(id.pk(), SCHED)])
                 .collect();
+            let mut heads: HashMap<String, ShipmentRecord> = HashMap::new();
+            let mut scheds: HashMap<String, SchedRecord> = HashMap::new();
             for attempt in 0..6u32 {
                 if keys.is_empty() {
                     break;
@@ -126,8 +132,20 @@ impl ShipmentStore for DynamoStore {
                     .and_then(|mut r| r.remove(&self.table))
                     .unwrap_or_default()
                 {
-                    let shipment = decode_shipment(item)?;
-                    out.insert(shipment.id.clone(), shipment);
+                    match item
+                        .get("sk")
+                        .and_then(|v| v.as_s().ok())
+                        .map(String::as_str)
+                    {
+                        Some(SCHED) => {
+                            let rec: SchedRecord = decode(item)?;
+                            scheds.insert(rec.pk.clone(), rec);
+                        }
+                        _ => {
+                            let rec: ShipmentRecord = decode(item)?;
+                            heads.insert(rec.pk.clone(), rec);
+                        }
+                    }
                 }
                 keys = answer
                     .unprocessed_keys
@@ -137,9 +155,14 @@ impl ShipmentStore for DynamoStore {
             }
             if !keys.is_empty() {
                 return Err(StoreError::Retryable(format!(
-                    "{} shipments still unread after retries",
+                    "{} shipment items still unread after retries",
                     keys.len()
                 )));
+            }
+            // A SCHED item without its META (none is written so) is no shipment.
+            for (pk, head) in heads {
+                let shipment = super::record::shipment_from_items(head, scheds.get(&pk))?;
+                out.insert(shipment.id.clone(), shipment);
             }
         }
         Ok(out)
@@ -201,40 +224,87 @@ impl ShipmentStore for DynamoStore {
 
     async fn save(
         &self,
-        shipment: &Shipment,
+        held: &Shipment,
+        updated: &Shipment,
         new_events: &[(EventKey, TraceEvent)],
-    ) -> Result<u64, StoreError> {
-        // Trace lines first: their keys are deterministic, so a retried or lost-race write of the same
-        // lines rewrites identical items and never double-records an event.
-        let mut requests = Vec::with_capacity(new_events.len());
-        for (k, e) in new_events {
-            let item = to_item(&EventRecord::new(&shipment.id, k, e, &shipment.provider))?;
-            let put = PutRequest::builder()
-                .set_item(Some(item))
-                .build()
-                .map_err(|e| StoreError::Permanent(e.to_string()))?;
-            requests.push(WriteRequest::builder().put_request(put).build());
-        }
-        for chunk in requests.chunks(25) {
-            self.batch_write(chunk.to_vec()).await?;
+    ) -> Result<Saved, StoreError> {
+        let kind = match new_events.is_empty() {
+            true => WriteKind::of(held, updated),
+            false => WriteKind::Full,
+        };
+        let mut next = updated.clone();
+        next.sched_version = held.sched_version + 1;
+        next.version = match kind {
+            WriteKind::Hot => held.version,
+            WriteKind::Full => held.version + 1,
+        };
+
+        if kind == WriteKind::Full {
+            // Trace lines first: their keys are deterministic, so a retried or lost-race write
+            // of the same lines rewrites identical items and never double-records an event.
+            let mut requests = Vec::with_capacity(new_events.len());
+            for (k, e) in new_events {
+                let item = to_item(&EventRecord::new(&next.id, k, e, &next.provider))?;
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| StoreError::Permanent(e.to_string()))?;
+                requests.push(WriteRequest::builder().put_request(put).build());
+            }
+            for chunk in requests.chunks(25) {
+                self.batch_write(chunk.to_vec()).await?;
+            }
         }
 
-        let expected = shipment.version;
-        let mut next = shipment.clone();
-        next.version = expected + 1;
-        let item = to_item(&ShipmentRecord::from_shipment(&next, self.due_shards))?;
-        self.client
+        // SCHED, conditional on its `sv`: the hot write's only item, and the lock a full write
+        // takes before META (a writer that read the shipment before it loses here).
+        let item = to_item(&SchedRecord::from_shipment(&next, self.due_shards))?;
+        let put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("#v = :expected")
-            .expression_attribute_names("#v", "version")
-            .expression_attribute_values(":expected", AttributeValue::N(expected.to_string()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::None)
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(next.version)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::None);
+        let put = if held.sched_version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("#sv = :sv")
+                .expression_attribute_names("#sv", "sv")
+                .expression_attribute_values(
+                    ":sv",
+                    AttributeValue::N(held.sched_version.to_string()),
+                )
+        };
+        put.send().await.map_err(classify)?;
+
+        if kind == WriteKind::Full {
+            // META, whole (hot fields too, as decided: the stream's consumers see one consistent
+            // shipment), without the due-index keys. A shipment created with them on META (or
+            // written before the split) has two index entries between the SCHED write above
+            // and this one: at worst a duplicate check, never a lost one. Should this write
+            // fail, SCHED is ahead of META (`version`) and the next write is a full one.
+            let item =
+                to_item(&ShipmentRecord::from_shipment(&next, self.due_shards).without_due_keys())?;
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("#v = :expected")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(
+                    ":expected",
+                    AttributeValue::N(held.version.to_string()),
+                )
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::None)
+                .send()
+                .await
+                .map_err(classify)?;
+        }
+        Ok(Saved {
+            kind,
+            version: next.version,
+            sched_version: next.sched_version,
+        })
     }
 }
 
@@ -293,17 +363,17 @@ impl DueIndex for DynamoStore {
             None => (None, None),
             Some(DuePosition {
                 due_sk,
-                pk: Some(pk),
+                key: Some(ItemKey { pk, sk }),
             }) => {
                 let key = HashMap::from([
                     ("due_pk".to_string(), s(&due_pk)),
                     ("due_sk".to_string(), s(due_sk)),
                     ("pk".to_string(), s(pk)),
-                    ("sk".to_string(), s(META)),
+                    ("sk".to_string(), s(sk)),
                 ]);
                 (Some(due_sk.clone()), Some(key))
             }
-            Some(DuePosition { due_sk, pk: None }) => {
+            Some(DuePosition { due_sk, key: None }) => {
                 let next = crate::domain::parse_time(due_sk)
                     .and_then(|t| t.checked_add_signed(chrono::Duration::seconds(1)))
                     .map(fmt_time)
@@ -336,19 +406,19 @@ impl DueIndex for DynamoStore {
             };
             let page = q.send().await.map_err(classify)?;
             for item in page.items() {
-                let pk = item.get("pk").and_then(|v| v.as_s().ok());
-                let due = item.get("due_sk").and_then(|v| v.as_s().ok());
-                match (pk, due) {
-                    (Some(pk), Some(due)) => match ShipmentId::from_pk(pk) {
+                let attr = |k: &str| item.get(k).and_then(|v| v.as_s().ok());
+                match (attr("pk"), attr("sk"), attr("due_sk")) {
+                    (Some(pk), Some(sk), Some(due)) => match ShipmentId::from_pk(pk) {
                         Ok(id) => out.push(DueEntry {
                             id,
+                            sk: sk.clone(),
                             due_sk: due.clone(),
                         }),
                         Err(e) => {
                             tracing::warn!(pk = %pk, error = %e, "due index entry with a bad key skipped")
                         }
                     },
-                    _ => tracing::warn!("due index entry without pk/due_sk skipped"),
+                    _ => tracing::warn!("due index entry without pk/sk/due_sk skipped"),
                 }
             }
             match page.last_evaluated_key {

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 pub use dynamo::DynamoStore;
 pub use memory::MemoryStore;
-pub use record::{BadRecord, EventRecord, ShipmentRecord, WatermarkRecord, WATERMARK_PK};
+pub use record::{
+    BadRecord, EventRecord, SchedRecord, ShipmentRecord, WatermarkRecord, SCHED, WATERMARK_PK,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -39,8 +41,42 @@ impl StoreError {
     }
 }
 
+/// What a write of a shipment wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// The schedule alone (the hot fields, see [`crate::domain::HOT_FIELDS`]): one small
+    /// `SCHED` item, conditional on its `sv`. `META` and its stream record are left alone.
+    Hot,
+    /// The trace lines, then `SCHED` (the lock every writer takes first), then `META`
+    /// conditional on its version, without the due-index keys.
+    Full,
+}
+
+impl WriteKind {
+    /// The write that takes `held` (the shipment as read) to `updated`: hot when only the hot
+    /// fields changed and the items were read in step; full otherwise.
+    pub fn of(held: &Shipment, updated: &Shipment) -> WriteKind {
+        if !held.needs_full_write && Shipment::hot_only_change(held, updated) {
+            WriteKind::Hot
+        } else {
+            WriteKind::Full
+        }
+    }
+}
+
+/// What [`ShipmentStore::save`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saved {
+    pub kind: WriteKind,
+    /// The `META` version now (unchanged by a hot write).
+    pub version: u64,
+    /// The `SCHED` item's `sv` now (every write bumps it).
+    pub sched_version: u64,
+}
+
 /// Read and write shipments.
 pub trait ShipmentStore: Send + Sync {
+    /// The shipment: its `META` item with the hot fields of its `SCHED` item laid over it.
     fn get(
         &self,
         id: &ShipmentId,
@@ -63,17 +99,22 @@ pub trait ShipmentStore: Send + Sync {
         }
     }
 
-    /// Insert if absent. `Ok(false)` when the shipment already exists (registration is idempotent).
+    /// Insert if absent: one `META` item carrying the due-index keys (the first write after
+    /// it moves them to `SCHED`). `Ok(false)` when the shipment already exists (registration
+    /// is idempotent).
     fn create(&self, shipment: &Shipment) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Write the trace lines (idempotent: deterministic keys) and then the shipment, on condition
-    /// that its stored version is still `shipment.version`. Returns the new version.
-    /// `Err(Conflict)` when someone else wrote in between: re-read and decide again.
+    /// Write `updated`, decided on `held` (the shipment as read: its versions are the
+    /// conditions), and its new trace lines. [`WriteKind::of`] picks the write: a hot one puts
+    /// `SCHED` alone; a full one writes the lines (idempotent: deterministic keys), then
+    /// `SCHED`, then `META`. `Err(Conflict)` when someone else wrote either item in between
+    /// (a full write may have put `SCHED` by then): re-read and decide again.
     fn save(
         &self,
-        shipment: &Shipment,
+        held: &Shipment,
+        updated: &Shipment,
         new_events: &[(EventKey, TraceEvent)],
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Saved, StoreError>> + Send;
 
     /// The shipment's trace lines, newest first, at most `limit`.
     fn trace(
@@ -83,10 +124,20 @@ pub trait ShipmentStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<(EventKey, TraceEvent)>, StoreError>> + Send;
 }
 
+/// The table key of the item carrying a due-index entry: the shipment's `pk`, and `SCHED`, or
+/// `META` for a shipment not written since it was created (or since before the split).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ItemKey {
+    pub pk: String,
+    pub sk: String,
+}
+
 /// One entry of the due index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueEntry {
     pub id: ShipmentId,
+    /// The sort key of the item carrying the entry (`SCHED` or `META`).
+    pub sk: String,
     /// The due time as stored (`next_check_at`, RFC 3339, whole seconds).
     pub due_sk: String,
 }
@@ -96,18 +147,21 @@ impl DueEntry {
     pub fn position(&self) -> DuePosition {
         DuePosition {
             due_sk: self.due_sk.clone(),
-            pk: Some(self.id.pk()),
+            key: Some(ItemKey {
+                pk: self.id.pk(),
+                sk: self.sk.clone(),
+            }),
         }
     }
 }
 
 /// A position in one shard of the due index, which is ordered by `due_sk` and, among equal due
-/// times, by the item's key (the order DynamoDB pages a GSI in).
+/// times, by the item's table key, `pk` then `sk` (the order DynamoDB pages a GSI in).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DuePosition {
     pub due_sk: String,
-    /// `Some(pk)`: just after that entry. `None`: after every entry due at `due_sk`.
-    pub pk: Option<String>,
+    /// `Some(key)`: just after that entry. `None`: after every entry due at `due_sk`.
+    pub key: Option<ItemKey>,
 }
 
 impl DuePosition {
@@ -115,7 +169,7 @@ impl DuePosition {
     pub fn end_of(t: DateTime<Utc>) -> DuePosition {
         DuePosition {
             due_sk: crate::domain::fmt_time(t),
-            pk: None,
+            key: None,
         }
     }
 }
@@ -125,7 +179,7 @@ impl Ord for DuePosition {
         // `None` sorts after every key of the same second.
         self.due_sk
             .cmp(&other.due_sk)
-            .then_with(|| match (&self.pk, &other.pk) {
+            .then_with(|| match (&self.key, &other.key) {
                 (Some(a), Some(b)) => a.cmp(b),
                 (Some(_), None) => std::cmp::Ordering::Less,
                 (None, Some(_)) => std::cmp::Ordering::Greater,
@@ -230,4 +284,40 @@ pub trait Ledger: Send + Sync {
 /// Ledger sort key for one transition on one channel.
 pub fn note_sk(transition_key: &str, version: u64, channel: &str) -> String {
     format!("NOTE#{transition_key}@v{version}#{channel}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Priority, Recipient};
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_write_is_hot_only_when_the_schedule_alone_moved_and_the_items_are_in_step() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap();
+        let mut held = Shipment::register(
+            ShipmentId::parse("YTO", "YT1000000000001").unwrap(),
+            Priority::Normal,
+            "kdniao",
+            Recipient::default(),
+            None,
+            t,
+        );
+        let mut next = held.clone();
+        next.checked_at = Some(t);
+        next.next_check_at = Some(t + chrono::Duration::hours(2));
+        // As created (due keys on META): full, whatever changed.
+        assert!(held.needs_full_write);
+        assert_eq!(WriteKind::of(&held, &next), WriteKind::Full);
+        held.needs_full_write = false;
+        next.needs_full_write = false;
+        assert_eq!(WriteKind::of(&held, &next), WriteKind::Hot);
+        assert_eq!(WriteKind::of(&held, &held), WriteKind::Hot, "nothing moved");
+        let mut other = next.clone();
+        other.last_provider = Some("kuaidi100".into());
+        assert_eq!(WriteKind::of(&held, &other), WriteKind::Full);
+        let mut other = next.clone();
+        other.event_count += 1;
+        assert_eq!(WriteKind::of(&held, &other), WriteKind::Full);
+    }
 }

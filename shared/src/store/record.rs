@@ -9,6 +9,8 @@ use crate::domain::{
 use serde::{Deserialize, Serialize};
 
 pub const META: &str = "META";
+/// The sort key of a shipment's hot item ([`SchedRecord`]).
+pub const SCHED: &str = "SCHED";
 
 /// The shipment in a stream image (`Ok(None)`: no image, as the old image of an insert). For
 /// the stream consumers (notifier, analytics); the error says what did not decode.
@@ -51,8 +53,9 @@ where
     response
 }
 
-/// Whether a stream record's keys name a shipment head (`pk = SHIP#…`, `sk = META`). Order heads
-/// and sync watermarks share `sk = META` in the same table.
+/// Whether a stream record's keys name a shipment head (`pk = SHIP#…`, `sk = META`; not its
+/// `SCHED` item, which a check without news writes alone). Order heads and sync watermarks
+/// share `sk = META` in the same table.
 pub fn is_shipment_head(keys: &serde_dynamo::Item) -> bool {
     let key = |k: &str| match keys.get(k) {
         Some(serde_dynamo::AttributeValue::S(s)) => Some(s.as_str()),
@@ -61,7 +64,8 @@ pub fn is_shipment_head(keys: &serde_dynamo::Item) -> bool {
     key("sk") == Some(META) && key("pk").is_some_and(|pk| pk.starts_with("SHIP#"))
 }
 
-/// The `META` item of a shipment partition, attribute for attribute.
+/// The `META` item of a shipment partition, attribute for attribute. As created it carries the
+/// due-index keys; a full write puts it without them (they live in [`SchedRecord`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShipmentRecord {
     pub pk: String,
@@ -97,7 +101,9 @@ pub struct ShipmentRecord {
     pub checked_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_check_at: Option<String>,
-    /// Due-index partition (`DUE#n`): present only while the shipment needs checking (sparse index).
+    /// Due-index partition (`DUE#n`): present only while the shipment needs checking (sparse
+    /// index), and only on an item as created (or written before the split): the first write
+    /// moves the keys to the `SCHED` item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_pk: Option<String>,
     /// Due-index sort key: the next check time.
@@ -140,6 +146,8 @@ pub struct BadRecord {
 }
 
 impl ShipmentRecord {
+    /// The item as [`super::ShipmentStore::create`] puts it: with the due-index keys while the
+    /// shipment is due. A full write takes them off ([`ShipmentRecord::without_due_keys`]).
     pub fn from_shipment(s: &Shipment, due_shards: u32) -> ShipmentRecord {
         let last = s.last_event.as_ref();
         let next = s.next_check_at.map(fmt_time);
@@ -183,6 +191,16 @@ impl ShipmentRecord {
         }
     }
 
+    /// The item as a full write puts it: the due-index keys are the `SCHED` item's.
+    pub fn without_due_keys(mut self) -> ShipmentRecord {
+        self.due_pk = None;
+        self.due_sk = None;
+        self
+    }
+
+    /// The shipment as this item alone holds it (no `SCHED` item laid over it: see
+    /// [`shipment_from_items`]). [`Shipment::needs_full_write`] says whether it still carries
+    /// the due-index keys.
     pub fn into_shipment(self) -> Result<Shipment, BadRecord> {
         let pk = self.pk.clone();
         let bad = |reason: String| BadRecord {
@@ -254,12 +272,95 @@ impl ShipmentRecord {
             last_push_at: opt_time("last_push_at", &self.last_push_at)?,
             last_provider: self.last_provider.clone(),
             version: self.version,
+            sched_version: 0,
+            needs_full_write: self.due_pk.is_some(),
             origin: self.origin.clone(),
             destination: self.destination.clone(),
             picked_up_at: opt_time("picked_up_at", &self.picked_up_at)?,
             id,
         })
     }
+}
+
+/// A shipment's hot item: `pk = SHIP#…`, `sk = SCHED`, the fields a check that finds nothing
+/// new changes ([`crate::domain::HOT_FIELDS`]) and the due-index keys. A check without news
+/// puts this item alone (about 200 bytes: one WRU, whatever the shipment's size), and the
+/// stream consumers' filters (`sk = META`) drop its records. Every write of the shipment puts
+/// it first, conditional on `sv`: it is the shipment's lock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedRecord {
+    pub pk: String,
+    pub sk: String,
+    /// Projected into the due index with `version`, for operators.
+    pub carrier: String,
+    pub number: String,
+    /// The `META` version this schedule goes with: the version read (a hot write) or the one
+    /// the full write is putting. Ahead of `META`'s when that write has not landed.
+    pub version: u64,
+    /// Schedule version: bumped by every write of the shipment.
+    pub sv: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check_at: Option<String>,
+    /// Due-index keys, present only while the shipment needs checking (sparse index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_sk: Option<String>,
+}
+
+impl SchedRecord {
+    /// The item for `s` at its `version` and `sched_version` (the caller has bumped them).
+    pub fn from_shipment(s: &Shipment, due_shards: u32) -> SchedRecord {
+        let next = s.next_check_at.map(fmt_time);
+        SchedRecord {
+            pk: s.id.pk(),
+            sk: SCHED.to_string(),
+            carrier: s.id.carrier.to_string(),
+            number: s.id.number.to_string(),
+            version: s.version,
+            sv: s.sched_version,
+            checked_at: s.checked_at.map(fmt_time),
+            due_pk: next
+                .as_ref()
+                .map(|_| format!("DUE#{}", s.id.due_shard(due_shards))),
+            due_sk: next.clone(),
+            next_check_at: next,
+        }
+    }
+
+    /// Lay the hot fields over the shipment read from `META`.
+    pub fn overlay(&self, s: &mut Shipment) -> Result<(), BadRecord> {
+        let time = |field: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|t| {
+                    parse_time(t).ok_or_else(|| BadRecord {
+                        pk: self.pk.clone(),
+                        reason: format!("SCHED {field} `{t}` is not RFC 3339"),
+                    })
+                })
+                .transpose()
+        };
+        s.checked_at = time("checked_at", &self.checked_at)?;
+        s.next_check_at = time("next_check_at", &self.next_check_at)?;
+        s.sched_version = self.sv;
+        // A full write put this item and its `META` write has not landed: write in full next.
+        s.needs_full_write |= self.version != s.version;
+        Ok(())
+    }
+}
+
+/// The shipment from its `META` item and, when it has one, its `SCHED` item.
+pub fn shipment_from_items(
+    meta: ShipmentRecord,
+    sched: Option<&SchedRecord>,
+) -> Result<Shipment, BadRecord> {
+    let mut s = meta.into_shipment()?;
+    if let Some(sched) = sched {
+        sched.overlay(&mut s)?;
+    }
+    Ok(s)
 }
 
 /// The scheduler's watermark item: `pk = SCHED#due`, `sk = META`. Outside the stream consumers'
@@ -285,11 +386,14 @@ pub struct WatermarkRecord {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShardMarkRecord {
-    /// Watermark: due time, and the entry's pk when it stops inside that second.
+    /// Watermark: due time, and the entry's table key (`w_pk`, `w_sk`) when it stops inside
+    /// that second. Items written before `SCHED` items carried entries have no `w_sk`: `META`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub w: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub w_pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w_sk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep_to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -298,12 +402,21 @@ pub struct ShardMarkRecord {
     pub sweep_w: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep_w_pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_w_sk: Option<String>,
 }
 
-fn position(due_sk: &Option<String>, pk: &Option<String>) -> Option<super::DuePosition> {
+fn position(
+    due_sk: &Option<String>,
+    pk: &Option<String>,
+    sk: &Option<String>,
+) -> Option<super::DuePosition> {
     due_sk.as_ref().map(|d| super::DuePosition {
         due_sk: d.clone(),
-        pk: pk.clone(),
+        key: pk.as_ref().map(|pk| super::ItemKey {
+            pk: pk.clone(),
+            sk: sk.clone().unwrap_or_else(|| META.to_string()),
+        }),
     })
 }
 
@@ -313,13 +426,20 @@ impl WatermarkRecord {
             .shards
             .iter()
             .map(|(shard, m)| {
+                let key = |p: &Option<super::DuePosition>| {
+                    p.as_ref().and_then(|p| p.key.clone()).map(|k| (k.pk, k.sk))
+                };
+                let (w_pk, w_sk) = key(&m.after).unzip();
+                let (sweep_w_pk, sweep_w_sk) = key(&m.sweep_after).unzip();
                 let rec = ShardMarkRecord {
                     w: m.after.as_ref().map(|p| p.due_sk.clone()),
-                    w_pk: m.after.as_ref().and_then(|p| p.pk.clone()),
+                    w_pk,
+                    w_sk,
                     sweep_to: m.sweep_to.map(fmt_time),
                     sweep_at: m.sweep_at.map(fmt_time),
                     sweep_w: m.sweep_after.as_ref().map(|p| p.due_sk.clone()),
-                    sweep_w_pk: m.sweep_after.as_ref().and_then(|p| p.pk.clone()),
+                    sweep_w_pk,
+                    sweep_w_sk,
                 };
                 (shard.to_string(), rec)
             })
@@ -354,10 +474,10 @@ impl WatermarkRecord {
             shards.insert(
                 shard,
                 super::ShardMark {
-                    after: position(&m.w, &m.w_pk),
+                    after: position(&m.w, &m.w_pk, &m.w_sk),
                     sweep_to: time("sweep_to", &m.sweep_to)?,
                     sweep_at: time("sweep_at", &m.sweep_at)?,
-                    sweep_after: position(&m.sweep_w, &m.sweep_w_pk),
+                    sweep_after: position(&m.sweep_w, &m.sweep_w_pk, &m.sweep_w_sk),
                 },
             );
         }
@@ -551,6 +671,67 @@ mod tests {
     }
 
     #[test]
+    fn the_schedule_item_round_trips_and_is_laid_over_meta() {
+        let mut s = sample();
+        s.checked_at = Some(s.created_at + chrono::Duration::hours(1));
+        s.next_check_at = Some(s.created_at + chrono::Duration::hours(3));
+        // As created: META carries the due keys, and the next write must move them.
+        let created = ShipmentRecord::from_shipment(&s, 16);
+        assert!(created.clone().into_shipment().unwrap().needs_full_write);
+        // As a full write puts the pair: META without the keys, SCHED with them.
+        let mut written = s.clone();
+        written.version = 5;
+        written.sched_version = 9;
+        written.needs_full_write = false;
+        let meta = ShipmentRecord::from_shipment(&written, 16).without_due_keys();
+        assert_eq!(
+            (meta.due_pk.as_deref(), meta.due_sk.as_deref()),
+            (None, None)
+        );
+        let sched = SchedRecord::from_shipment(&written, 16);
+        let item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> =
+            serde_dynamo::to_item(&sched).unwrap();
+        assert_eq!(item["sk"].as_s().unwrap(), SCHED);
+        assert_eq!(item["sv"].as_n().unwrap(), "9");
+        assert_eq!(item["version"].as_n().unwrap(), "5");
+        assert_eq!(
+            item["due_pk"].as_s().unwrap(),
+            &format!("DUE#{}", s.id.due_shard(16))
+        );
+        assert_eq!(
+            item["due_sk"].as_s().unwrap(),
+            &fmt_time(s.next_check_at.unwrap())
+        );
+        let keys: serde_dynamo::Item =
+            serde_dynamo::to_item(serde_json::json!({"pk": s.id.pk(), "sk": SCHED})).unwrap();
+        assert!(
+            !is_shipment_head(&keys),
+            "the stream consumers' filters drop it"
+        );
+        let sched: SchedRecord = serde_dynamo::from_item(item).unwrap();
+
+        // META as of an older full write, the schedule moved since by hot writes.
+        let mut stale = written.clone();
+        stale.checked_at = None;
+        stale.next_check_at = Some(s.created_at);
+        let stale = ShipmentRecord::from_shipment(&stale, 16).without_due_keys();
+        let read = shipment_from_items(stale.clone(), Some(&sched)).unwrap();
+        assert_eq!(read, written);
+        // A SCHED put by a full write whose META put has not landed: write in full next.
+        let mut ahead = sched.clone();
+        ahead.version = 6;
+        let read = shipment_from_items(stale, Some(&ahead)).unwrap();
+        assert!(read.needs_full_write);
+        assert_eq!(read.version, 5);
+        // No SCHED item (as created, or written before the split): META alone.
+        let alone = shipment_from_items(created, None).unwrap();
+        assert_eq!(
+            (alone.sched_version, alone.next_check_at),
+            (0, s.next_check_at)
+        );
+    }
+
+    #[test]
     fn a_trace_line_round_trips_through_its_record() {
         let s = sample();
         let (k, e) = s.last_event.clone().unwrap();
@@ -569,7 +750,13 @@ mod tests {
 
     #[test]
     fn the_watermarks_round_trip_through_their_item_and_stay_out_of_the_stream_filter() {
-        use crate::store::{DuePosition, ShardMark, Watermarks};
+        use crate::store::{DuePosition, ItemKey, ShardMark, Watermarks};
+        let key = |pk: &str, sk: &str| {
+            Some(ItemKey {
+                pk: pk.into(),
+                sk: sk.into(),
+            })
+        };
         let t = chrono::Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap();
         let mut w = Watermarks {
             run: 7,
@@ -590,11 +777,11 @@ mod tests {
             ShardMark {
                 after: Some(DuePosition {
                     due_sk: fmt_time(t),
-                    pk: Some("SHIP#YTO#YT1".into()),
+                    key: key("SHIP#YTO#YT1", SCHED),
                 }),
                 sweep_after: Some(DuePosition {
                     due_sk: fmt_time(t),
-                    pk: Some("SHIP#ZTO#7".into()),
+                    key: key("SHIP#ZTO#7", META),
                 }),
                 ..ShardMark::default()
             },
@@ -609,8 +796,32 @@ mod tests {
         }))
         .unwrap();
         assert!(!is_shipment_head(&keys), "the notifier's filter drops it");
-        let back: WatermarkRecord = serde_dynamo::from_item(item).unwrap();
+        let shard = item["shards"].as_m().unwrap()["11"].as_m().unwrap();
+        assert_eq!(shard["w_sk"].as_s().unwrap(), SCHED);
+        assert_eq!(shard["sweep_w_sk"].as_s().unwrap(), META);
+        let back: WatermarkRecord = serde_dynamo::from_item(item.clone()).unwrap();
         assert_eq!(back.into_watermarks().unwrap(), w);
+        // Written before entries were SCHED items: no `w_sk`, the entry was a META item's.
+        let mut old = item;
+        let mut shards = old["shards"].as_m().unwrap().clone();
+        let mut eleven = shards["11"].as_m().unwrap().clone();
+        eleven.remove("w_sk");
+        eleven.remove("sweep_w_sk");
+        shards.insert(
+            "11".into(),
+            aws_sdk_dynamodb::types::AttributeValue::M(eleven),
+        );
+        old.insert(
+            "shards".into(),
+            aws_sdk_dynamodb::types::AttributeValue::M(shards),
+        );
+        let back: WatermarkRecord = serde_dynamo::from_item(old).unwrap();
+        let marks = back.into_watermarks().unwrap().shards;
+        assert_eq!(
+            marks[&11].after.as_ref().unwrap().key,
+            key("SHIP#YTO#YT1", META)
+        );
+        assert_eq!(marks[&11].sweep_after, w.shards[&11].sweep_after);
         let mut broken = WatermarkRecord::from_watermarks(&w, "tok");
         broken.at = Some("yesterday".into());
         assert!(broken.into_watermarks().is_err());
