@@ -232,18 +232,41 @@ impl Meter {
             _ => {}
         }
         let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
-        let t = ops.entry(op.to_owned()).or_default();
-        t.calls += s.calls;
-        t.errors += s.errors;
-        t.request_bytes += s.request_bytes;
-        t.response_bytes += s.response_bytes;
-        t.wru += s.wru;
-        t.gsi_wru += s.gsi_wru;
-        t.rru += s.rru;
-        t.requests += s.requests;
-        t.sms += s.sms;
-        t.push += s.push;
-        t.topic += s.topic;
+        ops.entry(op.to_owned()).or_default().add(&s);
+    }
+}
+
+impl OpStats {
+    /// Count `o` in as well.
+    pub fn add(&mut self, o: &OpStats) {
+        self.calls += o.calls;
+        self.errors += o.errors;
+        self.request_bytes += o.request_bytes;
+        self.response_bytes += o.response_bytes;
+        self.wru += o.wru;
+        self.gsi_wru += o.gsi_wru;
+        self.rru += o.rru;
+        self.requests += o.requests;
+        self.sms += o.sms;
+        self.push += o.push;
+        self.topic += o.topic;
+    }
+
+    /// What was counted since `before` (a snapshot taken earlier from the same meter).
+    pub fn since(&self, before: &OpStats) -> OpStats {
+        OpStats {
+            calls: self.calls - before.calls,
+            errors: self.errors - before.errors,
+            request_bytes: self.request_bytes - before.request_bytes,
+            response_bytes: self.response_bytes - before.response_bytes,
+            wru: self.wru - before.wru,
+            gsi_wru: self.gsi_wru - before.gsi_wru,
+            rru: self.rru - before.rru,
+            requests: self.requests - before.requests,
+            sms: self.sms - before.sms,
+            push: self.push - before.push,
+            topic: self.topic - before.topic,
+        }
     }
 }
 

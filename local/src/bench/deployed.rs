@@ -90,6 +90,19 @@ pub struct Phase {
 }
 
 impl Phase {
+    fn new(label: impl Into<String>) -> Phase {
+        Phase {
+            label: label.into(),
+            checks: 0,
+            failed: 0,
+            invocations: 0,
+            cpu_ms: 0.0,
+            cpu_ms_precise: 0.0,
+            invoke_s: 0.0,
+            ops: BTreeMap::new(),
+            writes: Writes::default(),
+        }
+    }
     fn per_check(&self, v: f64) -> f64 {
         v / self.checks.max(1) as f64
     }
@@ -135,17 +148,7 @@ pub struct Deployed {
 impl Deployed {
     /// Every tracker phase together.
     pub fn total(&self) -> Phase {
-        let mut t = Phase {
-            label: "all checks".into(),
-            checks: 0,
-            failed: 0,
-            invocations: 0,
-            cpu_ms: 0.0,
-            cpu_ms_precise: 0.0,
-            invoke_s: 0.0,
-            ops: BTreeMap::new(),
-            writes: Writes::default(),
-        };
+        let mut t = Phase::new("all checks");
         for p in &self.phases {
             t.checks += p.checks;
             t.failed += p.failed;
@@ -165,18 +168,7 @@ impl Deployed {
 
 fn merge_ops(into: &mut BTreeMap<String, OpStats>, from: &BTreeMap<String, OpStats>) {
     for (op, s) in from {
-        let t = into.entry(op.clone()).or_default();
-        t.calls += s.calls;
-        t.errors += s.errors;
-        t.request_bytes += s.request_bytes;
-        t.response_bytes += s.response_bytes;
-        t.wru += s.wru;
-        t.gsi_wru += s.gsi_wru;
-        t.rru += s.rru;
-        t.requests += s.requests;
-        t.sms += s.sms;
-        t.push += s.push;
-        t.topic += s.topic;
+        into.entry(op.clone()).or_default().add(s);
     }
 }
 
@@ -186,20 +178,7 @@ fn diff_ops(
 ) -> BTreeMap<String, OpStats> {
     let mut out = BTreeMap::new();
     for (op, a) in after {
-        let b = before.get(op).cloned().unwrap_or_default();
-        let d = OpStats {
-            calls: a.calls - b.calls,
-            errors: a.errors - b.errors,
-            request_bytes: a.request_bytes - b.request_bytes,
-            response_bytes: a.response_bytes - b.response_bytes,
-            wru: a.wru - b.wru,
-            gsi_wru: a.gsi_wru - b.gsi_wru,
-            rru: a.rru - b.rru,
-            requests: a.requests - b.requests,
-            sms: a.sms - b.sms,
-            push: a.push - b.push,
-            topic: a.topic - b.topic,
-        };
+        let d = a.since(&before.get(op).cloned().unwrap_or_default());
         if d.calls > 0 {
             out.insert(op.clone(), d);
         }
@@ -462,15 +441,10 @@ pub async fn run(bin_dir: &Path, parcels: usize, rechecks: usize) -> Result<Depl
     }
     let (ops1, w1) = snap(&meter, &writes);
     let mut scheduler = Phase {
-        label: "scheduler".into(),
-        checks: 0,
-        failed: 0,
         invocations: 1,
-        cpu_ms: 0.0,
-        cpu_ms_precise: 0.0,
-        invoke_s: 0.0,
         ops: diff_ops(&ops1, &ops0),
         writes: w1.minus(&w0),
+        ..Phase::new("scheduler")
     };
 
     // 3–4. The tracker, one process for the whole run (one warm execution environment).
@@ -523,17 +497,7 @@ pub async fn run(bin_dir: &Path, parcels: usize, rechecks: usize) -> Result<Depl
         };
         let (ops_a, w_a) = snap(&meter, &writes);
         let (cpu_a, cpu_pa) = cpu();
-        let mut phase = Phase {
-            label,
-            checks: 0,
-            failed: 0,
-            invocations: 0,
-            cpu_ms: 0.0,
-            cpu_ms_precise: 0.0,
-            invoke_s: 0.0,
-            ops: BTreeMap::new(),
-            writes: Writes::default(),
-        };
+        let mut phase = Phase::new(label);
         let invoke_time = Arc::new(Mutex::new(Duration::ZERO));
         let mut empty = 0;
         while empty < 2 {
